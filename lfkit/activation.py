@@ -1,0 +1,52 @@
+"""Activation: arm lfkit in this interpreter without importing anything heavy.
+
+Plugins (and so patches) load when the first ML framework module is imported:
+by then the process is paying for torch anyway, while a plain ``python`` start
+pays only for this module and the import hook. Patches whose target is already
+imported apply at once.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import import_hooks
+
+# Importing any of these means the process is about to need lfkit's patches or hooks.
+TRIGGER_ROOTS = frozenset(
+    {
+        "torch",
+        "transformers",
+        "llamafactory",
+        "deepspeed",
+        "peft",
+        "trl",
+        "accelerate",
+        "bitsandbytes",
+        "xformers",
+        "datasets",
+    }
+)
+
+_active = False
+
+
+def is_active() -> bool:
+    return _active
+
+
+def activate() -> None:
+    global _active
+    if _active:
+        return
+    _active = True
+    if TRIGGER_ROOTS & sys.modules.keys():
+        _load_plugins()
+    else:
+        import_hooks.when_any_imported(set(TRIGGER_ROOTS), lambda _name: _load_plugins())
+
+
+def _load_plugins() -> None:
+    from .plugin_manager import get_manager
+
+    get_manager()

@@ -1,0 +1,130 @@
+"""The `lfkit` command."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import __version__
+from ..errors import UsageError
+from .output import console, fail, print_json, table
+
+app = typer.Typer(
+    help="lfkit: ROCm/DTK fixes, datasets, recipes and model plugins for LLaMA-Factory.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+
+
+def _manager():
+    from ..plugin_manager import PluginError, get_manager
+
+    try:
+        return get_manager()
+    except PluginError as exc:
+        fail(str(exc))
+
+
+def _version_callback(value: bool):
+    if value:
+        console.print(f"lfkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Show the version."),
+):
+    pass
+
+
+@app.command()
+def plugins(as_json: bool = JSON_OPTION):
+    """List plugins: where each comes from, the hooks it implements, its load error if any."""
+    infos = list(_manager().plugins.values())
+    if as_json:
+        print_json([info.as_dict() for info in infos])
+        return
+    table(
+        "plugins",
+        ["name", "source", "status", "hooks", "error"],
+        [(i.name, i.source, i.status, ", ".join(i.hooks), i.error) for i in infos],
+    )
+
+
+@app.command()
+def patches(as_json: bool = JSON_OPTION):
+    """List every patch with its status (waiting / applied / skipped / failed / disabled)."""
+    manager = _manager()
+    rows = [state.as_dict() for state in manager.patches.states.values()]
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        "patches (this process; a waiting patch applies when its target is imported)",
+        ["id", "status", "detail", "target", "version"],
+        [(r["id"], r["status"], r["detail"], r["target"], r["target_version"]) for r in rows],
+    )
+
+
+@app.command()
+def doctor(as_json: bool = JSON_OPTION):
+    """Report the platform, library versions, activation, patches and plugins."""
+    from ..doctor import collect
+
+    report = collect(_manager())
+    if as_json:
+        print_json(report)
+        return
+    p = report["platform"]
+    console.print(f"[bold]lfkit {report['lfkit']}[/bold]  (python {report['python']})")
+    console.print(f"platform: [bold]{p['kind']}[/bold]  ({p['reason']})")
+    details = [("torch", p["torch_version"]), ("CUDA", p["cuda_version"]), ("HIP", p["hip_version"]), ("DTK", p["dtk_version"])]
+    console.print("  " + "  ".join(f"{k} {v}" for k, v in details if v))
+    for gpu in p["gpus"]:
+        console.print(f"  GPU {gpu.get('index', '?')}: {gpu.get('name', gpu.get('error'))}  {gpu.get('memory_gib', '')} GiB")
+    table("versions", ["package", "version"], [(k, v or "absent") for k, v in report["versions"].items()])
+    a = report["activation"]
+    state = "on" if a["autoload_on"] else "off"
+    console.print(f"activation: {state}  (.pth: {a['autoload_pth'] or 'not installed'}; LFKIT_AUTOLOAD={a['LFKIT_AUTOLOAD'] or 'unset'})")
+    table("patches", ["id", "status", "detail"], [(r["id"], r["status"], r["detail"]) for r in report["patches"]])
+    failed = [pl for pl in report["plugins"] if pl["error"]]
+    console.print(f"plugins: {len(report['plugins']) - len(failed)} loaded, {len(failed)} with errors (see `lfkit plugins`)")
+
+
+@app.command()
+def demo(
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Run folder (default: runs/demo-<time>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --output-dir."),
+):
+    """Offline smoke run: LoRA-train a tiny model with plain `llamafactory-cli train`."""
+    from .. import smoke_demo
+
+    out = output_dir or Path("runs") / f"demo-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        summary = smoke_demo.run(out.resolve(), overwrite=overwrite)
+    except UsageError as exc:
+        fail(str(exc))
+    except RuntimeError as exc:
+        fail(str(exc), code=1)
+    table("demo", ["", ""], summary.items())
+
+
+def main() -> None:
+    try:
+        app()
+    except UsageError as exc:
+        from .output import err_console
+
+        err_console.print(f"lfkit: error: {exc}", highlight=False, markup=False)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

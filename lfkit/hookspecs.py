@@ -1,0 +1,72 @@
+"""The hooks a plugin may implement.
+
+A plugin is a module (or object) with functions named after these hooks; the
+``@hookimpl`` marker is optional. A function whose name starts with ``lfkit_``
+but matches no hook here is an error: it is almost always a typo.
+
+Registration hooks receive a ``register`` callback rather than returning values,
+so the core keeps control of duplicates, validation and provenance (which plugin
+gave what).
+
+Lifecycle hooks are called from inside LLaMA-Factory's own code paths (wired by
+the ``lf-*`` patches in ``lfkit.lifecycle``), so they fire under plain
+``llamafactory-cli`` and in its torchrun workers too.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("lfkit")
+hookimpl = pluggy.HookimplMarker("lfkit")
+
+
+# --- registration ---------------------------------------------------------------
+
+
+@hookspec
+def lfkit_register_patches(register):
+    """Call ``register(patch)`` for each :class:`lfkit.patching.Patch` this plugin brings."""
+
+
+@hookspec
+def lfkit_register_datasets(register):
+    """Call ``register(name, spec)`` for each dataset this plugin brings."""
+
+
+@hookspec
+def lfkit_register_recipes(register):
+    """Call ``register(name, recipe)`` for each recipe this plugin brings."""
+
+
+@hookspec
+def lfkit_register_models(register):
+    """Call ``register(name, family)`` for each model family this plugin brings."""
+
+
+# --- lifecycle ------------------------------------------------------------------
+
+
+@hookspec
+def lfkit_prepare_args(command, args):
+    """Before LLaMA-Factory parses a run's arguments.
+
+    ``command`` is ``train``, ``export``, ``chat`` or ``eval``; ``args`` is the dict
+    of LLaMA-Factory keys, changed in place. Fill defaults only where the user gave
+    no value: the user's values win.
+    """
+
+
+@hookspec
+def lfkit_post_tokenizer_load(tokenizer, model_args):
+    """After LLaMA-Factory loaded (and patched) the tokenizer."""
+
+
+@hookspec
+def lfkit_post_model_load(model, model_args, is_trainable):
+    """After LLaMA-Factory loaded the model and attached its adapters."""
+
+
+@hookspec
+def lfkit_train_callbacks(args):
+    """Return a list of ``transformers.TrainerCallback`` to add to a training run."""

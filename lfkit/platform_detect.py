@@ -1,0 +1,101 @@
+"""Which accelerator stack this process runs on: cuda, rocm, dtk or cpu, and why.
+
+Read from torch each time it is asked, never cached: a patch decides at the moment
+it applies, and a test can simulate ROCm by setting ``torch.version.hip``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+_DTK_IN_TORCH = re.compile(r"dtk(\d{2})(\d{2})")
+
+
+@dataclass
+class Platform:
+    kind: str  # cuda | rocm | dtk | cpu
+    reason: str
+    torch_version: str | None = None
+    cuda_version: str | None = None
+    hip_version: str | None = None
+    dtk_version: str | None = None
+    dtk_root: str | None = None
+    gpus: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def dtk_root() -> Path | None:
+    """The DTK toolkit folder: DTK_PATH, a ROCM_PATH that is a DTK, or /opt/dtk."""
+    for var in ("DTK_PATH", "ROCM_PATH"):
+        value = os.environ.get(var)
+        if value and "dtk" in Path(value).name.lower() and Path(value).is_dir():
+            return Path(value)
+    default = Path("/opt/dtk")
+    return default if default.is_dir() else None
+
+
+def _dtk_version(torch_version: str, root: Path | None) -> str | None:
+    match = _DTK_IN_TORCH.search(torch_version)
+    if match:
+        return f"{match.group(1)}.{match.group(2)}"
+    if root is not None:
+        for candidate in (root / ".info" / "version", root / "version"):
+            if candidate.is_file():
+                return candidate.read_text().strip() or None
+    return None
+
+
+def detect_platform(with_gpus: bool = False) -> Platform:
+    try:
+        import torch
+    except ImportError:
+        return Platform("cpu", "torch is not installed")
+
+    version = str(torch.__version__)
+    hip = getattr(torch.version, "hip", None)
+    cuda = getattr(torch.version, "cuda", None)
+    if hip:
+        root = dtk_root()
+        if "dtk" in version.lower():
+            kind, reason = "dtk", f"torch {version} is a DTK build (torch.version.hip={hip})"
+        elif root is not None:
+            kind, reason = "dtk", f"torch.version.hip={hip} and a DTK toolkit at {root}"
+        else:
+            kind, reason = "rocm", f"torch.version.hip={hip}"
+        platform = Platform(kind, reason, version, None, str(hip))
+        if kind == "dtk":
+            platform.dtk_root = str(root) if root else None
+            platform.dtk_version = _dtk_version(version, root)
+    elif cuda and torch.cuda.is_available():
+        platform = Platform("cuda", f"torch.version.cuda={cuda} and a CUDA device is visible", version, str(cuda))
+    elif cuda:
+        platform = Platform("cpu", f"torch built for CUDA {cuda}, but no CUDA device is visible", version, str(cuda))
+    else:
+        platform = Platform("cpu", "torch has no CUDA or HIP build", version)
+
+    if with_gpus and platform.kind != "cpu":
+        platform.gpus = _gpus(torch)
+    return platform
+
+
+def _gpus(torch) -> list[dict]:
+    gpus = []
+    try:
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            gpus.append(
+                {
+                    "index": index,
+                    "name": props.name,
+                    "memory_gib": round(props.total_memory / 2**30, 1),
+                    "arch": getattr(props, "gcnArchName", None),
+                }
+            )
+    except Exception as exc:  # noqa: BLE001 - a broken driver is a finding, not a crash
+        gpus.append({"error": f"{type(exc).__name__}: {exc}"})
+    return gpus

@@ -1,0 +1,228 @@
+"""Loads built-in and third-party plugins and collects what they register.
+
+Built-in features are plugins too and go through the same hooks as a third party.
+Third-party plugins come from the ``lfkit`` entry-point group, one at a time: one
+that fails to load is recorded with its error and skipped, so it can never take
+the CLI or a training run down (``LFKIT_STRICT_PLUGINS=1`` makes it fatal).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .patching import Patch, PatchRegistry
+from .registry import Registry
+
+PROJECT = "lfkit"
+ENTRY_POINT_GROUP = "lfkit"
+
+# Modules of this distribution that implement hooks. A feature folder joins this
+# list once it registers something.
+BUILTIN_PLUGINS: tuple[str, ...] = ("lfkit.lifecycle",)
+
+
+class PluginError(RuntimeError):
+    """A third-party plugin failed under LFKIT_STRICT_PLUGINS=1."""
+
+    # import_hooks re-raises errors carrying this flag instead of reporting them.
+    lfkit_fatal = True
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    source: str  # "built-in" or "<distribution> <version>"
+    module: str = ""
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None
+    status: str = "loaded"  # loaded | failed | not allowed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "module": self.module,
+            "hooks": self.hooks,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+class _PluginManager(pluggy.PluginManager):
+    def parse_hookimpl_opts(self, plugin, name):
+        # Like pytest with pytest_*: a plain function named lfkit_* is a hook
+        # implementation without the marker, so a misspelled one is caught below.
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("lfkit_") and callable(getattr(plugin, name, None)):
+            opts = {}
+        return opts
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _allow_list() -> set[str] | None:
+    raw = os.environ.get("LFKIT_PLUGINS")
+    if raw is None:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+class Manager:
+    def __init__(self) -> None:
+        self.pm = _PluginManager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self.patches = PatchRegistry()
+        self.datasets = Registry("dataset")
+        self.recipes = Registry("recipe")
+        self.models = Registry("model family")
+        self.strict = _env_flag("LFKIT_STRICT_PLUGINS")
+
+    @property
+    def hook(self):
+        return self.pm.hook
+
+    # --- loading ------------------------------------------------------------
+
+    def load(self) -> None:
+        import importlib
+
+        for module_name in BUILTIN_PLUGINS:
+            module = importlib.import_module(module_name)
+            info = PluginInfo(module_name, "built-in", module_name)
+            # A broken built-in is our bug: fail loudly.
+            self._register(module, info, fatal=True)
+        self._load_entry_points()
+        self.pm.check_pending()
+        self._collect_registrations()
+        self.patches.arm()
+
+    def _load_entry_points(self) -> None:
+        from importlib import metadata
+
+        allowed = _allow_list()
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            source = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "unknown distribution"
+            info = PluginInfo(ep.name, source, ep.value)
+            if ep.name in self.plugins:
+                self._fail(info, f"another plugin is already named {ep.name!r}")
+                continue
+            if allowed is not None and ep.name not in allowed:
+                info.status = "not allowed"
+                info.error = "not in LFKIT_PLUGINS"
+                self.plugins[ep.name] = info
+                continue
+            try:
+                plugin = ep.load()
+            except BaseException as exc:  # noqa: BLE001 - SystemExit in a plugin must not kill us either
+                self._fail(info, f"import failed: {type(exc).__name__}: {exc}")
+                continue
+            self._register(plugin, info, fatal=False)
+
+    def _register(self, plugin: Any, info: PluginInfo, fatal: bool) -> None:
+        try:
+            self.pm.register(plugin, name=info.name)
+        except pluggy.PluginValidationError as exc:
+            self._fail(info, str(exc), fatal=fatal)
+            return
+        unknown = [hc.name for hc in self.pm.get_hookcallers(plugin) or [] if not hc.has_spec()]
+        if unknown:
+            self.pm.unregister(plugin)
+            known = [n for n in dir(hookspecs) if n.startswith("lfkit_")]
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, known, n=1)
+                hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+            self._fail(info, "implements unknown hook(s): " + ", ".join(hints), fatal=fatal)
+            return
+        info.hooks = sorted(hc.name for hc in self.pm.get_hookcallers(plugin) or [])
+        self.plugins[info.name] = info
+
+    def _fail(self, info: PluginInfo, error: str, fatal: bool = False) -> None:
+        info.status, info.error = "failed", error
+        self.plugins.setdefault(info.name, info)
+        if fatal or self.strict:
+            raise PluginError(f"plugin {info.name} ({info.source}): {error}")
+
+    # --- registrations ----------------------------------------------------------
+
+    def _collect_registrations(self) -> None:
+        targets = {
+            "lfkit_register_patches": self._add_patch,
+            "lfkit_register_datasets": self.datasets.add,
+            "lfkit_register_recipes": self.recipes.add,
+            "lfkit_register_models": self.models.add,
+        }
+        for hook_name, add in targets.items():
+            caller = getattr(self.pm.hook, hook_name)
+            # Call each implementation on its own so every registration knows its plugin.
+            # get_hookimpls() is in registration order: built-ins first, so they win a name clash.
+            for impl in caller.get_hookimpls():
+                plugin_name = impl.plugin_name
+
+                def register(*args, _add=add, _plugin=plugin_name, **kwargs):
+                    _add(*args, plugin=_plugin, **kwargs)
+
+                try:
+                    impl.function(register=register)
+                except Exception as exc:  # noqa: BLE001
+                    info = self.plugins[plugin_name]
+                    builtin = info.source == "built-in"
+                    if not builtin:
+                        self.pm.unregister(name=plugin_name)
+                    self._fail(info, f"{hook_name}: {type(exc).__name__}: {exc}", fatal=builtin)
+
+    def _add_patch(self, patch: Patch, plugin: str) -> None:
+        if not isinstance(patch, Patch):
+            raise TypeError(f"register() takes an lfkit.patching.Patch, got {type(patch).__name__}")
+        self.patches.add(patch, plugin)
+
+    # --- lifecycle --------------------------------------------------------------
+
+    def prepare_args(self, command: str, args: dict) -> None:
+        self.pm.hook.lfkit_prepare_args(command=command, args=args)
+
+    def train_callbacks(self, args: dict) -> list:
+        callbacks: list = []
+        for result in self.pm.hook.lfkit_train_callbacks(args=args):
+            callbacks.extend(result or [])
+        return callbacks
+
+
+_manager: Manager | None = None
+_lock = threading.RLock()
+
+
+def get_manager() -> Manager:
+    """The process-wide manager, loading plugins on first use."""
+    global _manager
+    with _lock:
+        if _manager is None:
+            manager = Manager()
+            _manager = manager
+            try:
+                manager.load()
+            except BaseException:
+                _manager = None
+                raise
+        return _manager
+
+
+def reset_for_tests() -> None:
+    """Forget loaded plugins (reverting applied patches) so a test can load afresh."""
+    global _manager
+    with _lock:
+        if _manager is not None:
+            for patch_id in list(_manager.patches.states):
+                _manager.patches.revert(patch_id)
+        _manager = None

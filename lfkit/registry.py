@@ -1,0 +1,45 @@
+"""A name -> object table that remembers which plugin registered each entry."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    value: T
+    plugin: str
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def add(self, name: str, value: T, plugin: str) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"invalid {self.kind} name {name!r}: letters, digits, '_', '-', '.'")
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered by {self._entries[name].plugin}")
+        self._entries[name] = Entry(name, value, plugin)
+
+    def get(self, name: str) -> Entry[T] | None:
+        return self._entries.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry[T]]:
+        return [self._entries[n] for n in self.names()]
+
+    def __contains__(self, name: Any) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
