@@ -107,8 +107,8 @@ def _wrap_parser(original, parser_module, command_of):
     def get_args(args=None):
         if _prepared.get():
             return original(args)
-        args = prepare_args(command_of(args), parser_module.read_args(args))
-        return original(args)
+        args = parser_module.read_args(args)
+        return original(prepare_args(command_of(args), args))
 
     return get_args
 

@@ -120,9 +120,9 @@ def main() -> None:
     try:
         app()
     except UsageError as exc:
-        from .output import err_console
+        from .output import error_line
 
-        err_console.print(f"lfkit: error: {exc}", highlight=False, markup=False)
+        error_line(str(exc))
         raise SystemExit(2) from None
 
 

@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
-err_console = Console(stderr=True)
 
 
 def print_json(data: Any) -> None:
@@ -21,14 +20,20 @@ def print_json(data: Any) -> None:
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     t = Table(title=title, title_justify="left", show_lines=False)
-    for column in columns:
-        t.add_column(column, overflow="fold")
+    for i, column in enumerate(columns):
+        # The first column is a name people copy (a patch id, a plugin): keep it whole.
+        t.add_column(column, overflow="fold", no_wrap=i == 0)
     for row in rows:
         t.add_row(*("" if cell is None else str(cell) for cell in row))
     console.print(t)
 
 
+def error_line(message: str) -> None:
+    # Plain write, not rich: an error stays one line whatever the terminal width.
+    sys.stderr.write(f"lfkit: error: {' '.join(str(message).split())}\n")
+
+
 def fail(message: str, code: int = 2) -> None:
     """One line on stderr and a non-zero exit: never a traceback for bad input."""
-    err_console.print(f"lfkit: error: {message}", highlight=False, markup=False)
+    error_line(message)
     raise typer.Exit(code)

@@ -1,0 +1,127 @@
+"""Shared fixtures: tiny models built once per session, installed test plugins, subprocess runs.
+
+Nothing here downloads: models are built from scratch, plugins are installed from
+tests/fixtures, and every subprocess runs with the hub switched off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+BIN = Path(sys.executable).parent
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess: no inherited LFKIT_* settings, hub off."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LFKIT_") and k != "PYTHONPATH"}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        DISABLE_VERSION_CHECK="1",
+        TOKENIZERS_PARALLELISM="false",
+        CUDA_VISIBLE_DEVICES="",
+    )
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: int = 600):
+    return subprocess.run(
+        [str(c) for c in cmd], env=env or clean_env(), cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def py(code: str, **kwargs):
+    """Run python code in a fresh interpreter of this environment (so the .pth applies)."""
+    return run([sys.executable, "-c", textwrap.dedent(code)], **kwargs)
+
+
+def tail(result, n: int) -> list[str]:
+    """The last n stdout lines (LLaMA-Factory logs its own lines to stdout before ours)."""
+    return result.stdout.strip().splitlines()[-n:]
+
+
+def make_dist(site: Path, dist: str, version: str, entry_points: dict[str, str], modules: dict[str, str]) -> Path:
+    """Lay out an installed distribution (dist-info + modules) in ``site``, as pip would."""
+    site.mkdir(parents=True, exist_ok=True)
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = ["[lfkit]"] + [f"{name} = {target}" for name, target in entry_points.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(textwrap.dedent(source))
+    return site
+
+
+@pytest.fixture(scope="session")
+def lfkit_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("lfkit-home")
+    os.environ["LFKIT_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    from lfkit.tiny_models import tiny_model
+
+    return tiny_model("llama", cache_dir=tmp_path_factory.getbasetemp() / "tiny-models")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory) -> Path:
+    from lfkit.tiny_models import tiny_model
+
+    return tiny_model("gemma", cache_dir=tmp_path_factory.getbasetemp() / "tiny-models")
+
+
+@pytest.fixture(scope="session")
+def hooklog_site(tmp_path_factory) -> Path:
+    """The lfkit-hooklog test plugin, pip-installed (with its entry point) into a folder of its own."""
+    target = tmp_path_factory.mktemp("hooklog-site")
+    result = run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", target, FIXTURES / "lfkit-hooklog"],
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    return target
+
+
+@pytest.fixture(scope="session")
+def broken_site(tmp_path_factory) -> Path:
+    """A third-party plugin whose import raises."""
+    return make_dist(
+        tmp_path_factory.mktemp("broken-site"),
+        "lfkit-broken",
+        "0.3",
+        {"broken": "lfkit_broken"},
+        {"lfkit_broken": "raise RuntimeError('plugin bug: cannot import me')\n"},
+    )
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_alpaca(folder: Path, name: str = "tiny_alpaca", rows: int = 16) -> Path:
+    """A small alpaca dataset folder with its dataset_info.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = [
+        {"instruction": f"回答中国电信手机用户的问题,问题{i},应该怎么做？", "input": "", "output": f"取消方式_{i}"}
+        for i in range(rows)
+    ]
+    (folder / f"{name}.json").write_text(json.dumps(data, ensure_ascii=False))
+    info = {name: {"file_name": f"{name}.json", "columns": {"prompt": "instruction", "query": "input", "response": "output"}}}
+    (folder / "dataset_info.json").write_text(json.dumps(info))
+    return folder
