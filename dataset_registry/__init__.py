@@ -1,0 +1,1 @@
+"""Dataset specs and converters (telecom, sharegpt) registered into LLaMA-Factory by name."""

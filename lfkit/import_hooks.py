@@ -11,19 +11,24 @@ Standard library only: this runs in every interpreter start.
 
 from __future__ import annotations
 
+# Only builtin modules here: importlib.abc, threading or typing would cost more
+# than everything else lfkit does at start-up. The finder and loader below follow
+# the importlib protocols by duck typing.
+import _thread
 import sys
-import threading
-from collections.abc import Callable
-from importlib.abc import Loader, MetaPathFinder
-from types import ModuleType
 
-Callback = Callable[[ModuleType], None]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
 
-_lock = threading.RLock()
+    Callback = Callable[[ModuleType], None]
+
+_lock = _thread.RLock()
 _callbacks: dict[str, list[Callback]] = {}
 # Callbacks for "the first import of any module under these top-level names".
 _root_callbacks: dict[str, list[Callable[[str], None]]] = {}
-_resolving = threading.local()
+_resolving = _thread._local()
 
 
 def when_imported(name: str, callback: Callback) -> None:
@@ -71,7 +76,7 @@ def _ensure_installed() -> None:
             sys.meta_path.insert(0, _FINDER)
 
 
-class _PostImportFinder(MetaPathFinder):
+class _PostImportFinder:
     def find_spec(self, fullname, path, target=None):
         root = fullname.partition(".")[0]
         if _root_callbacks and root in _root_callbacks:
@@ -103,7 +108,7 @@ class _PostImportFinder(MetaPathFinder):
         return spec
 
 
-class _NotifyingLoader(Loader):
+class _NotifyingLoader:
     """Delegates to the real loader, then fires the callbacks and steps aside."""
 
     def __init__(self, loader, name: str):

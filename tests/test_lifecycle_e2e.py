@@ -61,7 +61,26 @@ def test_hooks_fire_in_order_in_a_real_train_run(tmp_path, tiny_llama, hooklog_s
     assert events[3]["is_trainable"] is True
     assert events[-1]["global_step"] == 2
     assert len({e["pid"] for e in events}) == 1  # all inside llamafactory-cli's own process
+    assert {e["local_rank"] for e in events} == {None}
     # the plugin's default reached LLaMA-Factory (its own default rank is 8)
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+
+
+def test_hooks_fire_in_torchrun_workers(tmp_path, tiny_llama, hooklog_site):
+    data = write_alpaca(tmp_path / "data")
+    out = tmp_path / "out"
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(_train_args(tiny_llama, data, out)))
+    log = tmp_path / "hooks.jsonl"
+    env = _env(log, hooklog_site)
+    # LLaMA-Factory re-launches itself under torchrun (found on PATH, as in a user's venv)
+    env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE="1", PATH=f"{BIN}{os.pathsep}{env['PATH']}")
+    result = run([LF_CLI, "train", config], env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "torchrun" in result.stdout + result.stderr
+    events = read_jsonl(log)
+    assert [e["event"] for e in events][:4] == ["prepare_args", "train_callbacks", "post_tokenizer_load", "post_model_load"]
+    assert {e["local_rank"] for e in events} == {"0"}  # fired in the worker, not the launcher
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
 
 

@@ -1,0 +1,1 @@
+"""The `lfkit` command line (typer)."""

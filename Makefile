@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine (see README.md):
+#   make demo   - create .venv, install lfkit (editable) with its dependencies, run the offline demo
+#   make test   - the same set-up if needed, then the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.lfkit-installed
+# The dev/CI torch trio; the package itself never pins torch.
+PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c constraints-dev.txt
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml setup.py constraints-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/lfkit demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/startup.py --max-ratio 1.3
+
+clean:
+	rm -rf $(VENV) build *.egg-info
