@@ -63,7 +63,12 @@ class PatchContext:
 
     def replace(self, owner: Any, attr: str, new: Any) -> Any:
         """Set ``owner.attr = new``; returns the original."""
-        original = getattr(owner, attr, self._MISSING)
+        if isinstance(owner, type):
+            # The raw class attribute: a staticmethod must come back as a staticmethod,
+            # and an inherited one must come back by deleting ours.
+            original = owner.__dict__.get(attr, self._MISSING)
+        else:
+            original = getattr(owner, attr, self._MISSING)
         setattr(owner, attr, new)
 
         def undo() -> None:

@@ -25,7 +25,7 @@ ENTRY_POINT_GROUP = "lfkit"
 
 # Modules of this distribution that implement hooks. A feature folder joins this
 # list once it registers something.
-BUILTIN_PLUGINS: tuple[str, ...] = ("lfkit.lifecycle",)
+BUILTIN_PLUGINS: tuple[str, ...] = ("lfkit.lifecycle", "lfkit.rocm_patches")
 
 
 class PluginError(RuntimeError):

@@ -1,0 +1,43 @@
+"""Make this interpreter's torch look like a ROCm or DTK build (tests only).
+
+Call right after ``import torch`` and before the library under test is imported,
+as the issue prescribes: torch.version.hip set, torch.version.cuda None, one
+visible device of the given gfx architecture, and no toolkit found by torch
+(ROCM_HOME / CUDA_HOME None: a pip-installed ROCm torch, or DTK without its env
+script sourced).
+"""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+
+def simulate(kind: str = "rocm", arch: str = "gfx90a", hip: str = "6.2.41133", name: str = "AMD Instinct MI210") -> None:
+    import torch
+    import torch.utils.cpp_extension as cpp_extension
+
+    torch.version.hip = hip
+    torch.version.cuda = None
+    if kind == "dtk":
+        torch.__version__ = "2.1.0a0+git793d2b5.abi0.dtk2310"
+    props = types.SimpleNamespace(
+        name=name, major=9, minor=0, total_memory=16 * 2**30, gcnArchName=f"{arch}:sramecc+:xnack-", multi_processor_count=60
+    )
+    torch.cuda.is_available = lambda: True
+    torch.cuda.device_count = lambda: 1
+    torch.cuda.get_device_properties = lambda *a, **k: props
+    torch.cuda.get_device_capability = lambda *a, **k: (props.major, props.minor)
+    cpp_extension.ROCM_HOME = None
+    cpp_extension.CUDA_HOME = None
+
+
+def make_toolkit(root: Path, version: str = "6.2.41133-81") -> Path:
+    """A toolkit folder laid out like /opt/rocm: bin/hipcc and .info/version."""
+    (root / "bin").mkdir(parents=True)
+    hipcc = root / "bin" / "hipcc"
+    hipcc.write_text(f"#!/bin/sh\necho 'HIP version: {version}'\n")
+    hipcc.chmod(0o755)
+    (root / ".info").mkdir()
+    (root / ".info" / "version").write_text(version + "\n")
+    return root
