@@ -21,6 +21,10 @@ PLATFORMS = ("cuda", "rocm", "dtk", "cpu")
 _SENTINEL = "__lfkit_patches__"
 
 
+class SkipPatch(Exception):
+    """Raised by a patch's apply() when, on a closer look, there is nothing to fix here."""
+
+
 class Status(str, Enum):
     WAITING = "waiting"
     APPLIED = "applied"
@@ -32,12 +36,16 @@ class Status(str, Enum):
 
 @dataclass(frozen=True)
 class Patch:
-    """One fix. ``apply(module, ctx)`` makes its changes through ``ctx`` so they can be undone."""
+    """One fix. ``apply(module, ctx)`` makes its changes through ``ctx`` so they can be undone.
+
+    apply may return a short note for the status line, or raise SkipPatch(reason)
+    when a closer look shows nothing to fix.
+    """
 
     id: str
     why: str
     target: str
-    apply: Callable[[ModuleType, PatchContext], None]
+    apply: Callable[[ModuleType, PatchContext], str | None]
     reference: str = ""
     # None: every platform; otherwise a subset of PLATFORMS.
     platforms: frozenset[str] | None = None
@@ -45,6 +53,17 @@ class Patch:
     requires: Mapping[str, str] = field(default_factory=dict)
     # Extra clean-up beyond what ctx recorded (rarely needed).
     on_revert: Callable[[ModuleType], None] | None = None
+    # The distribution whose version `lfkit patches` shows, when it is not the first
+    # of `requires` (a patch may wait for one module but be about another package).
+    distribution: str | None = None
+
+    @property
+    def subject(self) -> str | None:
+        if self.distribution:
+            return self.distribution
+        if self.requires:
+            return next(iter(self.requires))
+        return self.target.partition(".")[0]
 
     def __post_init__(self):
         if self.platforms is not None:
@@ -95,6 +114,18 @@ class PatchContext:
                 self.replace(other, attr, new)
         return original
 
+    def setitem(self, mapping: Any, key: Any, value: Any) -> None:
+        original = mapping.get(key, self._MISSING)
+        mapping[key] = value
+
+        def undo() -> None:
+            if original is self._MISSING:
+                mapping.pop(key, None)
+            else:
+                mapping[key] = original
+
+        self._undo.append(undo)
+
     def setenv(self, name: str, value: str) -> None:
         original = os.environ.get(name)
         os.environ[name] = value
@@ -118,7 +149,6 @@ class PatchState:
     plugin: str
     status: Status = Status.WAITING
     detail: str = ""
-    target_version: str | None = None
     ctx: PatchContext | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -129,7 +159,8 @@ class PatchState:
             "detail": self.detail,
             "why": p.why,
             "target": p.target,
-            "target_version": self.target_version,
+            "distribution": p.subject,
+            "installed_version": distribution_version(p.subject) if p.subject else None,
             "platforms": sorted(p.platforms) if p.platforms is not None else "all",
             "requires": dict(p.requires),
             "reference": p.reference,
@@ -149,12 +180,6 @@ def distribution_version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _target_distribution(patch: Patch) -> str | None:
-    if patch.requires:
-        return next(iter(patch.requires))
-    return None
 
 
 def check_guards(patch: Patch) -> str | None:
@@ -203,8 +228,6 @@ class PatchRegistry:
 
     def _apply(self, state: PatchState, module: ModuleType) -> None:
         patch = state.patch
-        dist = _target_distribution(patch)
-        state.target_version = distribution_version(dist) if dist else None
         applied_here = getattr(module, _SENTINEL, None)
         if applied_here is not None and patch.id in applied_here:
             # Applied already (another registry, a reload of lfkit): twice is once.
@@ -220,7 +243,11 @@ class PatchRegistry:
             return
         ctx = PatchContext()
         try:
-            patch.apply(module, ctx)
+            note = patch.apply(module, ctx)
+        except SkipPatch as skip:
+            ctx.undo_all()
+            state.status, state.detail = Status.SKIPPED, str(skip)
+            return
         except Exception as exc:  # noqa: BLE001
             ctx.undo_all()
             state.status, state.detail = Status.FAILED, f"{type(exc).__name__}: {exc}"
@@ -229,7 +256,7 @@ class PatchRegistry:
             applied_here = {}
             setattr(module, _SENTINEL, applied_here)
         applied_here[patch.id] = ctx
-        state.status, state.detail, state.ctx = Status.APPLIED, "", ctx
+        state.status, state.detail, state.ctx = Status.APPLIED, note or "", ctx
 
     def apply_now(self, patch_id: str) -> PatchState:
         """Apply a patch whose target is already imported (tests, and late activation)."""

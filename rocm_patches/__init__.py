@@ -6,12 +6,17 @@ third-party plugin would use.
 
 from lfkit.hookspecs import hookimpl
 
-from . import deepspeed_cuda_check
+from . import bitsandbytes_pin, deepspeed_cuda_check
 
-PATCHES = (deepspeed_cuda_check.PATCH,)
+PATCHES = (deepspeed_cuda_check.PATCH, bitsandbytes_pin.PATCH)
 
 
 @hookimpl
 def lfkit_register_patches(register):
     for patch in PATCHES:
         register(patch)
+
+
+@hookimpl
+def lfkit_prepare_args(command, args):
+    bitsandbytes_pin.stop_unworkable_quantization(args)

@@ -20,7 +20,9 @@ def simulate(kind: str = "rocm", arch: str = "gfx90a", hip: str = "6.2.41133", n
     torch.version.hip = hip
     torch.version.cuda = None
     if kind == "dtk":
-        torch.__version__ = "2.1.0a0+git793d2b5.abi0.dtk2310"
+        from torch.torch_version import TorchVersion
+
+        torch.__version__ = TorchVersion("2.1.0a0+git793d2b5.abi0.dtk2310")
     props = types.SimpleNamespace(
         name=name, major=9, minor=0, total_memory=16 * 2**30, gcnArchName=f"{arch}:sramecc+:xnack-", multi_processor_count=60
     )

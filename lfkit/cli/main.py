@@ -68,8 +68,8 @@ def patches(as_json: bool = JSON_OPTION):
         return
     table(
         "patches (this process; a waiting patch applies when its target is imported)",
-        ["id", "status", "detail", "target", "version"],
-        [(r["id"], r["status"], r["detail"], r["target"], r["target_version"]) for r in rows],
+        ["id", "status", "detail", "installed"],
+        [(r["id"], r["status"], r["detail"], f"{r['distribution']} {r['installed_version'] or 'absent'}") for r in rows],
     )
 
 
@@ -94,6 +94,13 @@ def doctor(as_json: bool = JSON_OPTION):
     state = "on" if a["autoload_on"] else "off"
     console.print(f"activation: {state}  (.pth: {a['autoload_pth'] or 'not installed'}; LFKIT_AUTOLOAD={a['LFKIT_AUTOLOAD'] or 'unset'})")
     table("patches", ["id", "status", "detail"], [(r["id"], r["status"], r["detail"]) for r in report["patches"]])
+    b = report["bitsandbytes"]
+    verdict = {True: "fits", False: "does not fit", None: "n/a"}[b["fits"]]
+    console.print(f"bitsandbytes {b['installed'] or 'absent'}: {verdict} ({b['reason']})", highlight=False)
+    if b["pin"] and b["fits"] is not True:
+        console.print(f"  fix: {b['pin']}", highlight=False)
+    if b["hidden"]:
+        console.print("  hidden from peft / transformers / LLaMA-Factory in this environment's processes", highlight=False)
     failed = [pl for pl in report["plugins"] if pl["error"]]
     console.print(f"plugins: {len(report['plugins']) - len(failed)} loaded, {len(failed)} with errors (see `lfkit plugins`)")
 
