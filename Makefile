@@ -6,11 +6,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lfkit-installed
 # The dev/CI torch trio; the package itself never pins torch.
-PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c constraints-dev.txt
+PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c constraints/dev.txt
 
 .PHONY: setup demo test bench clean
 
-$(STAMP): pyproject.toml setup.py constraints-dev.txt
+$(STAMP): pyproject.toml setup.py constraints/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -e ".[test]"
 	touch $(STAMP)

@@ -6,9 +6,9 @@ third-party plugin would use.
 
 from lfkit.hookspecs import hookimpl
 
-from . import bitsandbytes_pin, deepspeed_cuda_check
+from . import bitsandbytes_pin, deepspeed_cuda_check, xformers_fallback
 
-PATCHES = (deepspeed_cuda_check.PATCH, bitsandbytes_pin.PATCH)
+PATCHES = (deepspeed_cuda_check.PATCH, bitsandbytes_pin.PATCH, xformers_fallback.PATCH)
 
 
 @hookimpl

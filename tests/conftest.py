@@ -125,3 +125,17 @@ def write_alpaca(folder: Path, name: str = "tiny_alpaca", rows: int = 16) -> Pat
     info = {name: {"file_name": f"{name}.json", "columns": {"prompt": "instruction", "query": "input", "response": "output"}}}
     (folder / "dataset_info.json").write_text(json.dumps(info))
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_baichuan2(tmp_path_factory, tiny_llama) -> Path:
+    from remote_models import build_baichuan2
+
+    return build_baichuan2(tmp_path_factory.mktemp("baichuan2") / "model", tiny_llama)
+
+
+@pytest.fixture(scope="session")
+def tiny_baichuan2_alibi(tmp_path_factory, tiny_llama) -> Path:
+    from remote_models import build_baichuan2
+
+    return build_baichuan2(tmp_path_factory.mktemp("baichuan2-13b") / "model", tiny_llama, alibi=True)

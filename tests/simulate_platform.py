@@ -13,7 +13,10 @@ import types
 from pathlib import Path
 
 
-def simulate(kind: str = "rocm", arch: str = "gfx90a", hip: str = "6.2.41133", name: str = "AMD Instinct MI210") -> None:
+def simulate(
+    kind: str = "rocm", arch: str = "gfx90a", hip: str = "6.2.41133", name: str = "AMD Instinct MI210", devices: int = 1
+) -> None:
+    """devices=0: a HIP build with no visible GPU, so a whole LLaMA-Factory run can go on the CPU."""
     import torch
     import torch.utils.cpp_extension as cpp_extension
 
@@ -26,12 +29,14 @@ def simulate(kind: str = "rocm", arch: str = "gfx90a", hip: str = "6.2.41133", n
     props = types.SimpleNamespace(
         name=name, major=9, minor=0, total_memory=16 * 2**30, gcnArchName=f"{arch}:sramecc+:xnack-", multi_processor_count=60
     )
-    torch.cuda.is_available = lambda: True
-    torch.cuda.device_count = lambda: 1
-    torch.cuda.get_device_properties = lambda *a, **k: props
-    torch.cuda.get_device_capability = lambda *a, **k: (props.major, props.minor)
     cpp_extension.ROCM_HOME = None
     cpp_extension.CUDA_HOME = None
+    if not devices:
+        return
+    torch.cuda.is_available = lambda: True
+    torch.cuda.device_count = lambda: devices
+    torch.cuda.get_device_properties = lambda *a, **k: props
+    torch.cuda.get_device_capability = lambda *a, **k: (props.major, props.minor)
 
 
 def make_toolkit(root: Path, version: str = "6.2.41133-81") -> Path:

@@ -164,11 +164,27 @@ def test_doctor_prints_the_pin_for_the_platform(tmp_path):
     assert 'fix: pip install "bitsandbytes==0.38.1"' in text
 
 
-@pytest.mark.parametrize("requirement", ["bitsandbytes==0.38.1", "bitsandbytes==0.49.2", "bitsandbytes==0.50.2"])
-def test_every_pin_the_table_gives_is_installable(requirement, tmp_path):
+CONSTRAINTS = sorted((TESTS.parent / "constraints").glob("bitsandbytes-*.txt"))
+
+
+def test_constraint_files_match_the_table():
+    from lfkit.rocm_patches.bitsandbytes_pin import DTK_PIN, ROCM_WHEELS
+
+    pins = {f.name: f.read_text().split("bitsandbytes==")[1].split()[0] for f in CONSTRAINTS}
+    assert pins == {
+        "bitsandbytes-dtk.txt": DTK_PIN,
+        "bitsandbytes-rocm6.2-6.3.txt": "0.49.2",
+        "bitsandbytes-rocm6.4+.txt": "0.50.2",
+    }
+    assert set(pins.values()) - {DTK_PIN} == set(ROCM_WHEELS)
+
+
+@pytest.mark.parametrize("constraints", CONSTRAINTS, ids=lambda p: p.name)
+def test_every_pin_is_installable(constraints, tmp_path):
     result = run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps",
-                  "--quiet", "--report", tmp_path / "r.json", requirement],
+                  "--quiet", "--report", tmp_path / "r.json", "-c", constraints, "bitsandbytes"],
                  env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     installed = json.loads((tmp_path / "r.json").read_text())["install"]
-    assert [i["metadata"]["version"] for i in installed] == [requirement.split("==")[1]]
+    pinned = constraints.read_text().split("bitsandbytes==")[1].split()[0]
+    assert [i["metadata"]["version"] for i in installed] == [pinned]

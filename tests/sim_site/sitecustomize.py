@@ -11,4 +11,8 @@ if _kind:
     import torch  # noqa: F401
     from simulate_platform import simulate
 
-    simulate(kind=_kind, hip=os.environ.get("LFKIT_TEST_HIP", "6.2.41133"))
+    simulate(
+        kind=_kind,
+        hip=os.environ.get("LFKIT_TEST_HIP", "6.2.41133"),
+        devices=int(os.environ.get("LFKIT_TEST_DEVICES", "1")),
+    )
