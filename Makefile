@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.lfkit-installed
 # The dev/CI torch trio; the package itself never pins torch.
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c constraints/dev.txt
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench lint clean
 
 $(STAMP): pyproject.toml setup.py constraints/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/startup.py --max-ratio 1.3

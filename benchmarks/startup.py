@@ -54,8 +54,10 @@ def measure(label: str, python: str, rounds: int) -> float:
             times[name].append(_once(python, env, "pass"))
     print(f"{label}: {rounds} interleaved rounds of `python -c pass`")
     for name, samples in times.items():
-        print(f"  {name:26s} median {statistics.median(samples) * 1000:7.2f} ms   "
-              f"min {min(samples) * 1000:7.2f} ms   max {max(samples) * 1000:7.2f} ms")
+        print(
+            f"  {name:26s} median {statistics.median(samples) * 1000:7.2f} ms   "
+            f"min {min(samples) * 1000:7.2f} ms   max {max(samples) * 1000:7.2f} ms"
+        )
     off, on = (statistics.median(samples) for samples in times.values())
     print(f"  ratio on/off: {on / off:.3f}  (goal <= 1.3)")
     return on / off

@@ -64,7 +64,12 @@ def prepare(out: Path, overwrite: bool) -> Path:
     _write_json(data_dir / f"{DATASET}.json", smoke_rows())
     _write_json(
         data_dir / "dataset_info.json",
-        {DATASET: {"file_name": f"{DATASET}.json", "columns": {"prompt": "instruction", "query": "input", "response": "output"}}},
+        {
+            DATASET: {
+                "file_name": f"{DATASET}.json",
+                "columns": {"prompt": "instruction", "query": "input", "response": "output"},
+            }
+        },
     )
     config = {
         "model_name_or_path": str(tiny_model("llama")),

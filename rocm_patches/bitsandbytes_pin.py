@@ -113,11 +113,27 @@ def assess(platform_kind: str | None = None, hip: tuple[int, int] | None = None)
         if installed is None:
             return Assessment("dtk", None, False, "bitsandbytes is not installed", pin, four_bit=False)
         if installed != DTK_PIN:
-            return Assessment("dtk", installed, False, f"bitsandbytes {installed} has no DTK build; DTK takes the {DTK_PIN} ABI", pin, four_bit=False)
+            return Assessment(
+                "dtk",
+                installed,
+                False,
+                f"bitsandbytes {installed} has no DTK build; DTK takes the {DTK_PIN} ABI",
+                pin,
+                four_bit=False,
+            )
         triton = distribution_version("triton")
         if triton is not None and Version(triton).major >= 3:
-            reason = f"bitsandbytes {DTK_PIN} imports triton.ops, which triton {triton} removed; use DTK's own triton 2.x"
-            return Assessment("dtk", installed, False, reason, 'pip uninstall -y triton  # then install the DTK build of triton 2.x', four_bit=False)
+            reason = (
+                f"bitsandbytes {DTK_PIN} imports triton.ops, which triton {triton} removed; use DTK's own triton 2.x"
+            )
+            return Assessment(
+                "dtk",
+                installed,
+                False,
+                reason,
+                "pip uninstall -y triton  # then install the DTK build of triton 2.x",
+                four_bit=False,
+            )
         return Assessment("dtk", installed, True, f"the {DTK_PIN} ABI, 8-bit only", pin, four_bit=False)
 
     if platform_kind == "rocm":
@@ -140,7 +156,13 @@ def assess(platform_kind: str | None = None, hip: tuple[int, int] | None = None)
         if installed is None:
             return Assessment("cuda", None, False, "bitsandbytes is not installed", pin)
         if Version(installed) < Version(CUDA_FLOOR[4]):
-            return Assessment("cuda", installed, False, f"LLaMA-Factory needs >={CUDA_FLOOR[4]} for 4-bit, >={CUDA_FLOOR[8]} for 8-bit", pin)
+            return Assessment(
+                "cuda",
+                installed,
+                False,
+                f"LLaMA-Factory needs >={CUDA_FLOOR[4]} for 4-bit, >={CUDA_FLOOR[8]} for 8-bit",
+                pin,
+            )
         return Assessment("cuda", installed, True, "within LLaMA-Factory's ranges", pin)
 
     return Assessment(platform_kind, installed, None, "no GPU: bitsandbytes quantization does not apply", None)
@@ -208,7 +230,10 @@ def quantization_problem(args: dict) -> str | None:
     if verdict.fits:
         return None
     fix = f"; fix: {verdict.pin}" if verdict.pin else ""
-    return f"quantization_bit: {bits} needs bitsandbytes, which cannot work here: {verdict.reason}{fix}; or drop quantization_bit for plain LoRA"
+    return (
+        f"quantization_bit: {bits} needs bitsandbytes, which cannot work here: {verdict.reason}{fix}; "
+        "or drop quantization_bit for plain LoRA"
+    )
 
 
 def stop_unworkable_quantization(args: dict) -> None:

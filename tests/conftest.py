@@ -46,6 +46,14 @@ def py(code: str, **kwargs):
     return run([sys.executable, "-c", textwrap.dedent(code)], **kwargs)
 
 
+def probe(code: str, *, env: dict[str, str], cwd: Path) -> dict:
+    """Run a probe script that prints one `REPORT {json}` line; return that JSON."""
+    result = py(code, env=env, cwd=cwd)
+    line = next((out for out in result.stdout.splitlines() if out.startswith("REPORT ")), None)
+    assert line, result.stderr[-3000:]
+    return json.loads(line[len("REPORT ") :])
+
+
 def tail(result, n: int) -> list[str]:
     """The last n stdout lines (LLaMA-Factory logs its own lines to stdout before ours)."""
     return result.stdout.strip().splitlines()[-n:]
@@ -90,8 +98,18 @@ def hooklog_site(tmp_path_factory) -> Path:
     """The lfkit-hooklog test plugin, pip-installed (with its entry point) into a folder of its own."""
     target = tmp_path_factory.mktemp("hooklog-site")
     result = run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", target, FIXTURES / "lfkit-hooklog"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            target,
+            FIXTURES / "lfkit-hooklog",
+        ],
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     assert result.returncode == 0, result.stderr
@@ -122,7 +140,12 @@ def write_alpaca(folder: Path, name: str = "tiny_alpaca", rows: int = 16) -> Pat
         for i in range(rows)
     ]
     (folder / f"{name}.json").write_text(json.dumps(data, ensure_ascii=False))
-    info = {name: {"file_name": f"{name}.json", "columns": {"prompt": "instruction", "query": "input", "response": "output"}}}
+    info = {
+        name: {
+            "file_name": f"{name}.json",
+            "columns": {"prompt": "instruction", "query": "input", "response": "output"},
+        }
+    }
     (folder / "dataset_info.json").write_text(json.dumps(info))
     return folder
 

@@ -27,7 +27,12 @@ def simulate(
 
         torch.__version__ = TorchVersion("2.1.0a0+git793d2b5.abi0.dtk2310")
     props = types.SimpleNamespace(
-        name=name, major=9, minor=0, total_memory=16 * 2**30, gcnArchName=f"{arch}:sramecc+:xnack-", multi_processor_count=60
+        name=name,
+        major=9,
+        minor=0,
+        total_memory=16 * 2**30,
+        gcnArchName=f"{arch}:sramecc+:xnack-",
+        multi_processor_count=60,
     )
     cpp_extension.ROCM_HOME = None
     cpp_extension.CUDA_HOME = None

@@ -45,7 +45,8 @@ def test_patches_apply_when_their_target_is_first_imported():
 
 def test_late_import_of_lfkit_applies_at_once_and_rebinds_copies():
     # LLaMA-Factory imported first with activation off; then `import lfkit` activates.
-    result = py("""
+    result = py(
+        """
         import llamafactory.hparams as hp
         import llamafactory.model as lm
         assert not hasattr(hp.get_train_args, "__wrapped__")
@@ -55,17 +56,22 @@ def test_late_import_of_lfkit_applies_at_once_and_rebinds_copies():
         print(states["lf-hook-prepare-args"].status.value, states["lf-hook-model-load"].status.value)
         # the names LLaMA-Factory's packages imported by value were rebound too
         print(hasattr(hp.get_train_args, "__wrapped__"), hasattr(lm.load_model, "__wrapped__"))
-    """, env=clean_env(LFKIT_AUTOLOAD="0"))
+    """,
+        env=clean_env(LFKIT_AUTOLOAD="0"),
+    )
     assert result.returncode == 0, result.stderr
     assert tail(result, 2) == ["applied applied", "True True"]
 
 
 def test_disabled_patches_leave_llamafactory_untouched():
-    result = py("""
+    result = py(
+        """
         import llamafactory.hparams as hp
         from lfkit.plugin_manager import get_manager
         print(get_manager().patches.states["lf-hook-prepare-args"].status.value)
         print(hasattr(hp.get_train_args, "__wrapped__"))
-    """, env=clean_env(LFKIT_DISABLE_PATCHES="all"))
+    """,
+        env=clean_env(LFKIT_DISABLE_PATCHES="all"),
+    )
     assert result.returncode == 0, result.stderr
     assert tail(result, 2) == ["disabled", "False"]

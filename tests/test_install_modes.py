@@ -44,8 +44,21 @@ def _venv(tmp_path, name):
 
 
 def _pip(venv, *args):
-    result = run([sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--quiet",
-                  "--no-deps", "--no-build-isolation", *args], env=clean_env(PIP_DISABLE_PIP_VERSION_CHECK="1"))
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            venv / "bin" / "python",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            *args,
+        ],
+        env=clean_env(PIP_DISABLE_PIP_VERSION_CHECK="1"),
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -66,7 +79,9 @@ def source(tmp_path_factory):
 @pytest.fixture(scope="module")
 def wheel(source, tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
-    result = run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", out, source])
+    result = run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", out, source]
+    )
     assert result.returncode == 0, result.stderr
     (whl,) = out.glob("lfkit-*.whl")
     return whl

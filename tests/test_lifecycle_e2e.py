@@ -79,7 +79,12 @@ def test_hooks_fire_in_torchrun_workers(tmp_path, tiny_llama, hooklog_site):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "torchrun" in result.stdout + result.stderr
     events = read_jsonl(log)
-    assert [e["event"] for e in events][:4] == ["prepare_args", "train_callbacks", "post_tokenizer_load", "post_model_load"]
+    assert [e["event"] for e in events][:4] == [
+        "prepare_args",
+        "train_callbacks",
+        "post_tokenizer_load",
+        "post_model_load",
+    ]
     assert {e["local_rank"] for e in events} == {"0"}  # fired in the worker, not the launcher
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
 
@@ -98,8 +103,20 @@ def test_argv_form_and_export_on_gemma(tmp_path, tiny_gemma, hooklog_site):
 
     merged = tmp_path / "merged"
     result = run(
-        [LF_CLI, "export", "--model_name_or_path", tiny_gemma, "--adapter_name_or_path", out,
-         "--template", "gemma", "--finetuning_type", "lora", "--export_dir", merged],
+        [
+            LF_CLI,
+            "export",
+            "--model_name_or_path",
+            tiny_gemma,
+            "--adapter_name_or_path",
+            out,
+            "--template",
+            "gemma",
+            "--finetuning_type",
+            "lora",
+            "--export_dir",
+            merged,
+        ],
         env=_env(log, hooklog_site),
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -125,3 +125,15 @@ def test_duplicate_ids_and_unknown_platforms_are_rejected(target):
         reg.add(Patch("p", "test", target, _wrap_f), plugin="other")
     with pytest.raises(ValueError, match="unknown platform"):
         Patch("x", "test", target, _wrap_f, platforms=frozenset({"metal"}))
+
+
+def test_platform_guard_skips_on_simulated_cuda(target, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    reg = _registry(Patch("rocm-only", "test", target, _wrap_f, platforms=frozenset({"rocm", "dtk"})))
+    reg.arm()
+    module = importlib.import_module(target)
+    assert reg.states["rocm-only"].detail == "platform is cuda, patch is for dtk/rocm"
+    assert module.f() == "original"

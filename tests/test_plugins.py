@@ -58,7 +58,9 @@ def test_strict_mode_makes_a_broken_plugin_fatal_with_one_line(broken_site):
     result = _plugins(broken_site, LFKIT_STRICT_PLUGINS="1")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert lines == ["lfkit: error: plugin broken (lfkit-broken 0.3): import failed: RuntimeError: plugin bug: cannot import me"]
+    assert lines == [
+        "lfkit: error: plugin broken (lfkit-broken 0.3): import failed: RuntimeError: plugin bug: cannot import me"
+    ]
 
 
 def test_misspelled_hook_is_an_error(tmp_path):
@@ -80,7 +82,10 @@ def test_misspelled_hook_is_an_error(tmp_path):
 
 def test_wrong_hook_arguments_are_an_error(tmp_path):
     site = make_dist(
-        tmp_path, "lfkit-args", "1.0", {"args": "lfkit_args"},
+        tmp_path,
+        "lfkit-args",
+        "1.0",
+        {"args": "lfkit_args"},
         {"lfkit_args": "def lfkit_prepare_args(command, arguments):\n    pass\n"},
     )
     plugins = _by_name(_plugins(site))
@@ -97,7 +102,10 @@ def test_allow_list(hooklog_site, broken_site):
 
 def test_registration_provenance_and_duplicates(tmp_path):
     site = make_dist(
-        tmp_path, "lfkit-dup", "1.0", {"dup": "lfkit_dup"},
+        tmp_path,
+        "lfkit-dup",
+        "1.0",
+        {"dup": "lfkit_dup"},
         {
             "lfkit_dup": """
                 from lfkit.patching import Patch

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, clean_env, py, read_jsonl, run, write_alpaca
+from conftest import BIN, clean_env, probe, read_jsonl, run, write_alpaca
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
 PATCH_ID = "bitsandbytes-hide-unusable"
 
-PROBE = """
+PROBE = (
+    """
 import importlib.util, json, os, sys
 import torch
 from simulate_platform import simulate
@@ -45,27 +46,29 @@ from lfkit.plugin_manager import get_manager
 state = get_manager().patches.states[%r]
 report["patch"] = [state.status.value, state.detail]
 print("REPORT " + json.dumps(report))
-""" % PATCH_ID
+"""
+    % PATCH_ID
+)
 
 
 @pytest.fixture(scope="session")
 def bnb_0381(tmp_path_factory):
     target = tmp_path_factory.mktemp("bitsandbytes-0.38.1")
-    result = run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", target,
-                  "bitsandbytes==0.38.1"], env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    result = run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", target, "bitsandbytes==0.38.1"],
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return target
 
 
 def _probe(tiny_llama, tmp_path, site=None, fixed=True, **sim):
-    env = clean_env(PYTHONPATH=os.pathsep.join([str(TESTS)] + ([str(site)] if site else [])),
-                    TINY_MODEL=str(tiny_llama), **sim)
+    env = clean_env(
+        PYTHONPATH=os.pathsep.join([str(TESTS)] + ([str(site)] if site else [])), TINY_MODEL=str(tiny_llama), **sim
+    )
     if not fixed:
         env["LFKIT_DISABLE_PATCHES"] = PATCH_ID
-    result = py(PROBE, env=env, cwd=tmp_path)
-    line = next((l for l in result.stdout.splitlines() if l.startswith("REPORT ")), None)
-    assert line, result.stderr[-3000:]
-    return json.loads(line[len("REPORT "):])
+    return probe(PROBE, env=env, cwd=tmp_path)
 
 
 DTK = {"SIM_KIND": "dtk", "SIM_HIP": "5.7.24164"}
@@ -116,13 +119,26 @@ def _train(tmp_path, tiny_llama, hooklog_site, simulate, hip, **extra):
     data = write_alpaca(tmp_path / "data")
     config = tmp_path / "train.yaml"
     args = {
-        "model_name_or_path": str(tiny_llama), "stage": "sft", "do_train": True, "finetuning_type": "lora",
-        "lora_target": "q_proj,v_proj", "dataset": "tiny_alpaca", "dataset_dir": str(data), "template": "default",
-        "output_dir": str(tmp_path / "out"), "max_steps": 1, "report_to": "none", **extra,
+        "model_name_or_path": str(tiny_llama),
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "lora",
+        "lora_target": "q_proj,v_proj",
+        "dataset": "tiny_alpaca",
+        "dataset_dir": str(data),
+        "template": "default",
+        "output_dir": str(tmp_path / "out"),
+        "max_steps": 1,
+        "report_to": "none",
+        **extra,
     }
     config.write_text(yaml.safe_dump(args))
-    env = clean_env(PYTHONPATH=os.pathsep.join([str(TESTS / "sim_site"), str(hooklog_site)]),
-                    LFKIT_TEST_SIMULATE=simulate, LFKIT_TEST_HIP=hip, LFKIT_HOOKLOG=str(tmp_path / "hooks.jsonl"))
+    env = clean_env(
+        PYTHONPATH=os.pathsep.join([str(TESTS / "sim_site"), str(hooklog_site)]),
+        LFKIT_TEST_SIMULATE=simulate,
+        LFKIT_TEST_HIP=hip,
+        LFKIT_HOOKLOG=str(tmp_path / "hooks.jsonl"),
+    )
     return run([BIN / "llamafactory-cli", "train", config], env=env)
 
 
@@ -145,8 +161,10 @@ def test_8bit_on_rocm_without_a_library_gives_the_pin(tmp_path, tiny_llama, hook
     result = _train(tmp_path, tiny_llama, hooklog_site, "rocm", "6.2.41133", quantization_bit=8)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("lfkit: error: quantization_bit: 8 needs bitsandbytes, which cannot work here: "
-                           "bitsandbytes 0.50.2 ships no library for ROCm 6.2")
+    assert last.startswith(
+        "lfkit: error: quantization_bit: 8 needs bitsandbytes, which cannot work here: "
+        "bitsandbytes 0.50.2 ships no library for ROCm 6.2"
+    )
     assert 'fix: pip install "bitsandbytes==0.49.2"' in last
     assert _events(tmp_path) == ["prepare_args"]
 
@@ -181,9 +199,24 @@ def test_constraint_files_match_the_table():
 
 @pytest.mark.parametrize("constraints", CONSTRAINTS, ids=lambda p: p.name)
 def test_every_pin_is_installable(constraints, tmp_path):
-    result = run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps",
-                  "--quiet", "--report", tmp_path / "r.json", "-c", constraints, "bitsandbytes"],
-                 env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--no-deps",
+            "--quiet",
+            "--report",
+            tmp_path / "r.json",
+            "-c",
+            constraints,
+            "bitsandbytes",
+        ],
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     installed = json.loads((tmp_path / "r.json").read_text())["install"]
     pinned = constraints.read_text().split("bitsandbytes==")[1].split()[0]

@@ -4,15 +4,13 @@ Runs against several DeepSpeed releases, each pip-installed into its own folder,
 plus the one in the test environment.
 """
 
-import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 from packaging.version import Version
 
-from conftest import clean_env, py
+from conftest import clean_env, probe, py
 from simulate_platform import make_toolkit
 
 pytestmark = pytest.mark.slow
@@ -70,10 +68,7 @@ def _probe(site, tmp_path, fixed: bool, toolkit: Path | None, **env):
         extra["ROCM_PATH"] = str(toolkit)
     if not fixed:
         extra["LFKIT_DISABLE_PATCHES"] = PATCH_ID
-    result = py(PROBE, env=clean_env(**extra), cwd=tmp_path)
-    line = next((l for l in result.stdout.splitlines() if l.startswith("REPORT ")), None)
-    assert line, result.stderr[-3000:]
-    return json.loads(line[len("REPORT "):])
+    return probe(PROBE, env=clean_env(**extra), cwd=tmp_path)
 
 
 @pytest.fixture(scope="session", params=RELEASES + ["installed"])
@@ -134,8 +129,16 @@ def test_without_any_toolkit_import_and_report_still_work(deepspeed_site, tmp_pa
 
 def test_dtk_takes_the_hip_version_not_the_dtk_release(tmp_path):
     dtk = make_toolkit(tmp_path / "dtk-24.04", version="24.04")
-    fixed = _probe(None, tmp_path, fixed=True, toolkit=None, SIM_KIND="dtk", SIM_HIP="5.7.24164",
-                   SIM_ARCH="gfx928", DTK_PATH=str(dtk))
+    fixed = _probe(
+        None,
+        tmp_path,
+        fixed=True,
+        toolkit=None,
+        SIM_KIND="dtk",
+        SIM_HIP="5.7.24164",
+        SIM_ARCH="gfx928",
+        DTK_PATH=str(dtk),
+    )
     assert fixed["patch"] == ["applied", ""]
     assert fixed["rocm_home"] == str(dtk)
     assert "-DROCM_VERSION_MAJOR=5" in fixed["hip_build_args"]  # not 24, DTK's own release number
@@ -143,7 +146,8 @@ def test_dtk_takes_the_hip_version_not_the_dtk_release(tmp_path):
 
 
 def test_on_cpu_and_cuda_the_patch_skips_and_touches_nothing():
-    result = py("""
+    result = py(
+        """
         import deepspeed
         from deepspeed.ops.op_builder import builder, transformer_inference
         from lfkit.plugin_manager import get_manager
@@ -152,7 +156,9 @@ def test_on_cpu_and_cuda_the_patch_skips_and_touches_nothing():
         print(hasattr(builder.assert_no_cuda_mismatch, "__wrapped__"),
               hasattr(transformer_inference.installed_cuda_version, "__wrapped__"),
               builder.OpBuilder._is_rocm_pytorch)
-    """, env=clean_env(DS_ACCELERATOR="cuda"))
+    """,
+        env=clean_env(DS_ACCELERATOR="cuda"),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()[-2:]
     assert lines[0] == "skipped | platform is cpu, patch is for dtk/rocm"

@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, clean_env, py, read_jsonl, run, write_alpaca
+from conftest import BIN, clean_env, probe, read_jsonl, run, write_alpaca
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
 XFORMERS = TESTS / "fixtures" / "xformers_cuda_build"
 PATCH_ID = "xformers-remote-code-fallback"
 
-PROBE = """
+PROBE = (
+    """
 import json, os, sys
 import torch
 from simulate_platform import simulate
@@ -48,7 +49,9 @@ from lfkit.plugin_manager import get_manager
 state = get_manager().patches.states[%r]
 report["patch"] = [state.status.value, state.detail]
 print("REPORT " + json.dumps(report))
-""" % PATCH_ID
+"""
+    % PATCH_ID
+)
 
 
 def _probe(model, tmp_path, fixed=True, site=None, **env):
@@ -56,10 +59,7 @@ def _probe(model, tmp_path, fixed=True, site=None, **env):
     extra = {"PYTHONPATH": os.pathsep.join(paths), "MODEL": str(model), **env}
     if not fixed:
         extra["LFKIT_DISABLE_PATCHES"] = PATCH_ID
-    result = py(PROBE, env=clean_env(**extra), cwd=tmp_path)
-    line = next((l for l in result.stdout.splitlines() if l.startswith("REPORT ")), None)
-    assert line, result.stderr[-3000:]
-    return json.loads(line[len("REPORT "):])
+    return probe(PROBE, env=clean_env(**extra), cwd=tmp_path)
 
 
 @pytest.fixture(scope="session", params=["installed", "4.57.3"])
@@ -68,9 +68,21 @@ def transformers_site(request, tmp_path_factory):
     if request.param == "installed":
         return None
     target = tmp_path_factory.mktemp(f"transformers-{request.param}")
-    result = run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", target,
-                  f"transformers=={request.param}", "huggingface_hub==0.36.0"],
-                 env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            target,
+            f"transformers=={request.param}",
+            "huggingface_hub==0.36.0",
+        ],
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return target
 
@@ -78,7 +90,10 @@ def transformers_site(request, tmp_path_factory):
 def test_training_step_fails_without_lfkit_and_matches_reference_with_it(tiny_baichuan2, tmp_path, transformers_site):
     broken = _probe(tiny_baichuan2, tmp_path, fixed=False, site=transformers_site, SIM_KIND="rocm")
     assert broken["xops"] == "xformers.ops"
-    assert broken["train_step"] == "NotImplementedError: No operator found for `memory_efficient_attention_forward` with inputs:"
+    assert (
+        broken["train_step"]
+        == "NotImplementedError: No operator found for `memory_efficient_attention_forward` with inputs:"
+    )
 
     fixed = _probe(tiny_baichuan2, tmp_path, site=transformers_site, SIM_KIND="rocm")
     assert fixed["patch"] == ["applied", "checks each remote-code module that transformers loads"]
@@ -127,17 +142,34 @@ def test_real_llamafactory_lora_run_on_baichuan2(tiny_baichuan2, tmp_path, hookl
     data = write_alpaca(tmp_path / "data")
     out = tmp_path / "out"
     config = tmp_path / "train.yaml"
-    config.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_baichuan2), "trust_remote_code": True, "stage": "sft", "do_train": True,
-        "finetuning_type": "lora", "lora_target": "W_pack", "dataset": "tiny_alpaca", "dataset_dir": str(data),
-        "template": "default", "cutoff_len": 64, "output_dir": str(out), "per_device_train_batch_size": 2,
-        "max_steps": 2, "logging_steps": 1, "report_to": "none",
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(tiny_baichuan2),
+                "trust_remote_code": True,
+                "stage": "sft",
+                "do_train": True,
+                "finetuning_type": "lora",
+                "lora_target": "W_pack",
+                "dataset": "tiny_alpaca",
+                "dataset_dir": str(data),
+                "template": "default",
+                "cutoff_len": 64,
+                "output_dir": str(out),
+                "per_device_train_batch_size": 2,
+                "max_steps": 2,
+                "logging_steps": 1,
+                "report_to": "none",
+            }
+        )
+    )
     log = tmp_path / "hooks.jsonl"
     env = clean_env(
         PYTHONPATH=os.pathsep.join([str(TESTS / "sim_site"), str(XFORMERS), str(hooklog_site)]),
         # a HIP torch with no visible GPU: the whole run goes on the CPU, where the stand-in's kernels refuse too
-        LFKIT_TEST_SIMULATE="rocm", LFKIT_TEST_DEVICES="0", LFKIT_HOOKLOG=str(log),
+        LFKIT_TEST_SIMULATE="rocm",
+        LFKIT_TEST_DEVICES="0",
+        LFKIT_HOOKLOG=str(log),
     )
     result = run([BIN / "llamafactory-cli", "train", config], env=env)
     assert result.returncode == 0, result.stderr[-4000:]

@@ -39,7 +39,9 @@ def _version_callback(value: bool):
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Show the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Show the version."
+    ),
 ):
     pass
 
@@ -69,7 +71,10 @@ def patches(as_json: bool = JSON_OPTION):
     table(
         "patches (this process; a waiting patch applies when its target is imported)",
         ["id", "status", "detail", "installed"],
-        [(r["id"], r["status"], r["detail"], f"{r['distribution']} {r['installed_version'] or 'absent'}") for r in rows],
+        [
+            (r["id"], r["status"], r["detail"], f"{r['distribution']} {r['installed_version'] or 'absent'}")
+            for r in rows
+        ],
     )
 
 
@@ -85,14 +90,22 @@ def doctor(as_json: bool = JSON_OPTION):
     p = report["platform"]
     console.print(f"[bold]lfkit {report['lfkit']}[/bold]  (python {report['python']})")
     console.print(f"platform: [bold]{p['kind']}[/bold]  ({p['reason']})")
-    details = [("torch", p["torch_version"]), ("CUDA", p["cuda_version"]), ("HIP", p["hip_version"]), ("DTK", p["dtk_version"])]
+    details = [
+        ("torch", p["torch_version"]),
+        ("CUDA", p["cuda_version"]),
+        ("HIP", p["hip_version"]),
+        ("DTK", p["dtk_version"]),
+    ]
     console.print("  " + "  ".join(f"{k} {v}" for k, v in details if v))
     for gpu in p["gpus"]:
-        console.print(f"  GPU {gpu.get('index', '?')}: {gpu.get('name', gpu.get('error'))}  {gpu.get('memory_gib', '')} GiB")
+        console.print(
+            f"  GPU {gpu.get('index', '?')}: {gpu.get('name', gpu.get('error'))}  {gpu.get('memory_gib', '')} GiB"
+        )
     table("versions", ["package", "version"], [(k, v or "absent") for k, v in report["versions"].items()])
     a = report["activation"]
     state = "on" if a["autoload_on"] else "off"
-    console.print(f"activation: {state}  (.pth: {a['autoload_pth'] or 'not installed'}; LFKIT_AUTOLOAD={a['LFKIT_AUTOLOAD'] or 'unset'})")
+    pth = a["autoload_pth"] or "not installed"
+    console.print(f"activation: {state}  (.pth: {pth}; LFKIT_AUTOLOAD={a['LFKIT_AUTOLOAD'] or 'unset'})")
     table("patches", ["id", "status", "detail"], [(r["id"], r["status"], r["detail"]) for r in report["patches"]])
     b = report["bitsandbytes"]
     verdict = {True: "fits", False: "does not fit", None: "n/a"}[b["fits"]]
@@ -100,14 +113,20 @@ def doctor(as_json: bool = JSON_OPTION):
     if b["pin"] and b["fits"] is not True:
         console.print(f"  fix: {b['pin']}", highlight=False)
     if b["hidden"]:
-        console.print("  hidden from peft / transformers / LLaMA-Factory in this environment's processes", highlight=False)
+        console.print(
+            "  hidden from peft / transformers / LLaMA-Factory in this environment's processes", highlight=False
+        )
     failed = [pl for pl in report["plugins"] if pl["error"]]
-    console.print(f"plugins: {len(report['plugins']) - len(failed)} loaded, {len(failed)} with errors (see `lfkit plugins`)")
+    console.print(
+        f"plugins: {len(report['plugins']) - len(failed)} loaded, {len(failed)} with errors (see `lfkit plugins`)"
+    )
 
 
 @app.command()
 def demo(
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Run folder (default: runs/demo-<time>)."),
+    output_dir: Optional[Path] = typer.Option(
+        None, "--output-dir", "-o", help="Run folder (default: runs/demo-<time>)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --output-dir."),
 ):
     """Offline smoke run: LoRA-train a tiny model with plain `llamafactory-cli train`."""

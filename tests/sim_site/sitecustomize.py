@@ -9,6 +9,7 @@ _kind = os.environ.get("LFKIT_TEST_SIMULATE")
 if _kind:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import torch  # noqa: F401
+
     from simulate_platform import simulate
 
     simulate(
