@@ -47,6 +47,11 @@ def activate() -> None:
 
 
 def _load_plugins() -> None:
-    from .plugin_manager import get_manager
+    from .plugin_manager import PluginError, get_manager
 
-    get_manager()
+    try:
+        get_manager()
+    except PluginError as exc:
+        # LFKIT_STRICT_PLUGINS=1: fatal, but as one line, not a traceback through an import.
+        sys.stderr.write(f"lfkit: error: {exc}\n")
+        raise SystemExit(2) from None

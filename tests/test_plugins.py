@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import BIN, clean_env, make_dist, run
+from conftest import BIN, clean_env, make_dist, py, run
 
 LFKIT = BIN / "lfkit"
 
@@ -134,3 +134,16 @@ def test_patches_listing(flag):
         assert rows["lf-hook-model-load"]["requires"] == {"llamafactory": ">=0.9.5,<0.10"}
     else:
         assert "lf-hook-train-callbacks" in result.stdout
+
+
+def test_strict_mode_stops_a_python_process_with_one_line(broken_site):
+    env = clean_env(PYTHONPATH=str(broken_site), LFKIT_STRICT_PLUGINS="1")
+    result = py("import torch\nprint('should not get here')", env=env)
+    assert result.returncode == 2
+    assert "should not get here" not in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "lfkit: error: plugin broken (lfkit-broken 0.3): import failed: RuntimeError: plugin bug: cannot import me"
+    ]
+    # without strict mode the same process runs
+    ok = py("import torch\nprint('ran')", env=clean_env(PYTHONPATH=str(broken_site)))
+    assert ok.returncode == 0 and ok.stdout.strip().endswith("ran")
