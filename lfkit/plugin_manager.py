@@ -25,7 +25,7 @@ ENTRY_POINT_GROUP = "lfkit"
 
 # Modules of this distribution that implement hooks. A feature folder joins this
 # list once it registers something.
-BUILTIN_PLUGINS: tuple[str, ...] = ("lfkit.lifecycle", "lfkit.rocm_patches")
+BUILTIN_PLUGINS: tuple[str, ...] = ("lfkit.lifecycle", "lfkit.rocm_patches", "lfkit.dataset_registry")
 
 
 class PluginError(RuntimeError):
@@ -65,6 +65,13 @@ class _PluginManager(pluggy.PluginManager):
         return opts
 
 
+def _check_dataset(value: Any) -> None:
+    from .dataset_registry.spec import DatasetSpec
+
+    if not isinstance(value, DatasetSpec):
+        raise TypeError(f"register(name, spec) takes an lfkit.dataset_registry.DatasetSpec, got {type(value).__name__}")
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -82,7 +89,7 @@ class Manager:
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
         self.patches = PatchRegistry()
-        self.datasets = Registry("dataset")
+        self.datasets = Registry("dataset", check=_check_dataset)
         self.recipes = Registry("recipe")
         self.models = Registry("model family")
         self.strict = _env_flag("LFKIT_STRICT_PLUGINS")

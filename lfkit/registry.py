@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -18,13 +19,16 @@ class Entry(Generic[T]):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, check: Callable[[Any], None] | None = None) -> None:
         self.kind = kind
+        self._check = check
         self._entries: dict[str, Entry[T]] = {}
 
     def add(self, name: str, value: T, plugin: str) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"invalid {self.kind} name {name!r}: letters, digits, '_', '-', '.'")
+        if self._check is not None:
+            self._check(value)
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered by {self._entries[name].plugin}")
         self._entries[name] = Entry(name, value, plugin)

@@ -1,16 +1,15 @@
 """The offline smoke run behind `lfkit demo`: a real LLaMA-Factory LoRA training on a tiny model.
 
 It stands in for the `demo` recipe until recipes land: build (or reuse) a tiny
-llama model, write a few synthetic telecom-style rows, and run plain
-``llamafactory-cli train`` in a subprocess, so the run goes through lfkit's
-activation exactly as a user's would.
+llama model, materialise the registry's datasets (the bundled, synthetic
+telecom_demo among them) and run plain ``llamafactory-cli train`` in a subprocess,
+so the run goes through lfkit's activation exactly as a user's would.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -19,38 +18,11 @@ from pathlib import Path
 
 import yaml
 
+from .dataset_registry.lookup_patch import materialize
 from .errors import UsageError
 from .tiny_models import tiny_model
 
-DATASET = "lfkit_smoke"
-_QUESTIONS = {
-    "取消方式": ["9元百度专属定向流量包如何取消", "视频会员流量包怎么退订", "国际漫游怎么关闭"],
-    "开通方式": ["7天5g视频会员流量包怎么开通", "宽带提速包怎么办理", "国际漫游怎么开通"],
-    "业务简介": ["畅享套餐包含什么", "积分可以兑换什么", "副卡是什么业务"],
-}
-
-
-def smoke_rows(n: int = 48, seed: int = 0) -> list[dict[str, str]]:
-    """Synthetic rows in the telecom alpaca shape (instruction / empty input / label answer)."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        category = list(_QUESTIONS)[i % len(_QUESTIONS)]
-        question = rng.choice(_QUESTIONS[category])
-        rows.append(
-            {
-                "instruction": f"回答中国电信手机用户的问题,{question},应该怎么做？",
-                "input": "",
-                "output": f"{category}_{rng.randint(1, 120)}",
-            }
-        )
-    return rows
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+DATASET = "telecom_demo"
 
 
 def prepare(out: Path, overwrite: bool) -> Path:
@@ -59,18 +31,8 @@ def prepare(out: Path, overwrite: bool) -> Path:
         if not overwrite:
             raise UsageError(f"{out} already holds a run; pick another --output-dir or pass --overwrite")
         shutil.rmtree(out)
-    data_dir = out / "data"
-    data_dir.mkdir(parents=True)
-    _write_json(data_dir / f"{DATASET}.json", smoke_rows())
-    _write_json(
-        data_dir / "dataset_info.json",
-        {
-            DATASET: {
-                "file_name": f"{DATASET}.json",
-                "columns": {"prompt": "instruction", "query": "input", "response": "output"},
-            }
-        },
-    )
+    # The registry's datasets (the bundled, synthetic telecom_demo among them) in a folder of this run's own.
+    data_dir = materialize(out / "data")
     config = {
         "model_name_or_path": str(tiny_model("llama")),
         "stage": "sft",
@@ -85,9 +47,9 @@ def prepare(out: Path, overwrite: bool) -> Path:
         "per_device_train_batch_size": 4,
         "gradient_accumulation_steps": 1,
         "learning_rate": 5.0e-3,
-        "num_train_epochs": 2.0,
+        "num_train_epochs": 1.0,
         "lr_scheduler_type": "cosine",
-        "logging_steps": 2,
+        "logging_steps": 5,
         "save_steps": 1000,
         "plot_loss": True,
         "report_to": "none",

@@ -6,10 +6,13 @@ tests/fixtures, and every subprocess runs with the hub switched off.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -18,11 +21,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BIN = Path(sys.executable).parent
+# lfkit's state (registered datasets, cached models) for this test session only: never the
+# user's ~/.local/share/lfkit, in this process or in any subprocess.
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="lfkit-test-home-"))
+os.environ["LFKIT_HOME"] = str(SESSION_HOME)
+atexit.register(shutil.rmtree, SESSION_HOME, True)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a subprocess: no inherited LFKIT_* settings, hub off."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LFKIT_") and k != "PYTHONPATH"}
+    env["LFKIT_HOME"] = str(SESSION_HOME)
     env.update(
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
@@ -73,10 +82,8 @@ def make_dist(site: Path, dist: str, version: str, entry_points: dict[str, str],
 
 
 @pytest.fixture(scope="session")
-def lfkit_home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("lfkit-home")
-    os.environ["LFKIT_HOME"] = str(home)
-    return home
+def lfkit_home() -> Path:
+    return SESSION_HOME
 
 
 @pytest.fixture(scope="session")

@@ -79,6 +79,14 @@ def patches(as_json: bool = JSON_OPTION):
 
 
 @app.command()
+def datasets(as_json: bool = JSON_OPTION):
+    """List datasets known by name: formatting, rows, origin (bundled, prepared, added, plugin), file."""
+    from .data import list_datasets
+
+    list_datasets(as_json)
+
+
+@app.command()
 def doctor(as_json: bool = JSON_OPTION):
     """Report the platform, library versions, activation, patches and plugins."""
     from ..doctor import collect
@@ -140,6 +148,11 @@ def demo(
     except RuntimeError as exc:
         fail(str(exc), code=1)
     table("demo", ["", ""], summary.items())
+
+
+from .data import data_app  # noqa: E402  (after app: it imports _manager from here)
+
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:
