@@ -100,27 +100,50 @@ def tiny_gemma(tmp_path_factory) -> Path:
     return tiny_model("gemma", cache_dir=tmp_path_factory.getbasetemp() / "tiny-models")
 
 
+def pip_target(target: Path, *requirements, build_isolation: bool = False) -> Path:
+    """pip-install requirements (no dependencies) into a folder of their own, to put on PYTHONPATH.
+
+    Without build isolation an sdist builds with this environment's torch and setuptools.
+    """
+    flags = [] if build_isolation else ["--no-build-isolation"]
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *flags, "--target", target, *requirements]
+    result = run(cmd, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return target
+
+
+def lora_train_args(model: Path, output_dir: Path, **extra) -> dict:
+    """LLaMA-Factory arguments of a 2-step LoRA SFT run on a tiny model, on tiny_alpaca unless told."""
+    args = {
+        "model_name_or_path": str(model),
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "lora",
+        "lora_target": "q_proj,v_proj",
+        "dataset": "tiny_alpaca",
+        "template": "default",
+        "cutoff_len": 64,
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": 2,
+        "max_steps": 2,
+        "logging_steps": 1,
+        "report_to": "none",
+    }
+    args.update(extra)
+    return args
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="session")
 def hooklog_site(tmp_path_factory) -> Path:
     """The lfkit-hooklog test plugin, pip-installed (with its entry point) into a folder of its own."""
-    target = tmp_path_factory.mktemp("hooklog-site")
-    result = run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            target,
-            FIXTURES / "lfkit-hooklog",
-        ],
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
-    assert result.returncode == 0, result.stderr
-    return target
+    return pip_target(tmp_path_factory.mktemp("hooklog-site"), FIXTURES / "lfkit-hooklog")
 
 
 @pytest.fixture(scope="session")

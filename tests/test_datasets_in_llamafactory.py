@@ -3,34 +3,17 @@
 import json
 
 import pytest
-import yaml
 
-from conftest import BIN, clean_env, run
+from conftest import BIN, clean_env, lora_train_args, run, write_yaml
 from telecom_tables import prepare, raw_rows, write_csv
 
 pytestmark = pytest.mark.slow
 LF_CLI = BIN / "llamafactory-cli"
 
 
-def _config(folder, model, dataset, **extra):
-    args = {
-        "model_name_or_path": str(model),
-        "stage": "sft",
-        "do_train": True,
-        "finetuning_type": "lora",
-        "lora_target": "q_proj,v_proj",
-        "dataset": dataset,
-        "template": "default",
-        "cutoff_len": 96,
-        "output_dir": str(folder / "out"),
-        "per_device_train_batch_size": 2,
-        "max_steps": 2,
-        "report_to": "none",
-        **extra,
-    }
-    path = folder / "train.yaml"
-    path.write_text(yaml.safe_dump(args, allow_unicode=True))
-    return path
+def _config(folder, model, dataset, output_dir=None, **extra):
+    args = lora_train_args(model, output_dir or folder / "out", dataset=dataset, cutoff_len=96, **extra)
+    return write_yaml(folder / "train.yaml", args)
 
 
 def test_plain_llamafactory_cli_finds_prepared_and_bundled_names(tmp_path, tiny_llama):

@@ -4,33 +4,15 @@ import json
 import os
 
 import pytest
-import yaml
 
-from conftest import BIN, clean_env, read_jsonl, run, write_alpaca
+from conftest import BIN, clean_env, lora_train_args, read_jsonl, run, write_alpaca, write_yaml
 
 pytestmark = pytest.mark.slow
 LF_CLI = BIN / "llamafactory-cli"
 
 
 def _train_args(model, data_dir, out, **extra):
-    args = {
-        "model_name_or_path": str(model),
-        "stage": "sft",
-        "do_train": True,
-        "finetuning_type": "lora",
-        "lora_target": "q_proj,v_proj",
-        "dataset": "tiny_alpaca",
-        "dataset_dir": str(data_dir),
-        "template": "default",
-        "cutoff_len": 64,
-        "output_dir": str(out),
-        "per_device_train_batch_size": 2,
-        "max_steps": 2,
-        "logging_steps": 1,
-        "report_to": "none",
-    }
-    args.update(extra)
-    return args
+    return lora_train_args(model, out, dataset_dir=str(data_dir), **extra)
 
 
 def _env(log, *sites):
@@ -40,8 +22,7 @@ def _env(log, *sites):
 def test_hooks_fire_in_order_in_a_real_train_run(tmp_path, tiny_llama, hooklog_site, broken_site):
     data = write_alpaca(tmp_path / "data")
     out = tmp_path / "out"
-    config = tmp_path / "train.yaml"
-    config.write_text(yaml.safe_dump(_train_args(tiny_llama, data, out)))
+    config = write_yaml(tmp_path / "train.yaml", _train_args(tiny_llama, data, out))
     log = tmp_path / "hooks.jsonl"
 
     # a broken third-party plugin is installed too: it must not break the run
@@ -69,8 +50,7 @@ def test_hooks_fire_in_order_in_a_real_train_run(tmp_path, tiny_llama, hooklog_s
 def test_hooks_fire_in_torchrun_workers(tmp_path, tiny_llama, hooklog_site):
     data = write_alpaca(tmp_path / "data")
     out = tmp_path / "out"
-    config = tmp_path / "train.yaml"
-    config.write_text(yaml.safe_dump(_train_args(tiny_llama, data, out)))
+    config = write_yaml(tmp_path / "train.yaml", _train_args(tiny_llama, data, out))
     log = tmp_path / "hooks.jsonl"
     env = _env(log, hooklog_site)
     # LLaMA-Factory re-launches itself under torchrun (found on PATH, as in a user's venv)
@@ -132,8 +112,7 @@ def test_argv_form_and_export_on_gemma(tmp_path, tiny_gemma, hooklog_site):
 
 def test_disabled_wiring_means_no_hooks(tmp_path, tiny_llama, hooklog_site):
     data = write_alpaca(tmp_path / "data")
-    config = tmp_path / "train.yaml"
-    config.write_text(yaml.safe_dump(_train_args(tiny_llama, data, tmp_path / "out")))
+    config = write_yaml(tmp_path / "train.yaml", _train_args(tiny_llama, data, tmp_path / "out"))
     log = tmp_path / "hooks.jsonl"
     env = _env(log, hooklog_site)
     env["LFKIT_DISABLE_PATCHES"] = "lf-hook-prepare-args,lf-hook-model-load,lf-hook-train-callbacks"

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import BIN, clean_env, probe, read_jsonl, run, write_alpaca
+from conftest import BIN, clean_env, lora_train_args, pip_target, probe, read_jsonl, run, write_alpaca, write_yaml
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
@@ -53,13 +52,7 @@ print("REPORT " + json.dumps(report))
 
 @pytest.fixture(scope="session")
 def bnb_0381(tmp_path_factory):
-    target = tmp_path_factory.mktemp("bitsandbytes-0.38.1")
-    result = run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", target, "bitsandbytes==0.38.1"],
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return target
+    return pip_target(tmp_path_factory.mktemp("bitsandbytes-0.38.1"), "bitsandbytes==0.38.1")
 
 
 def _probe(tiny_llama, tmp_path, site=None, fixed=True, **sim):
@@ -117,22 +110,9 @@ def test_on_cpu_bitsandbytes_is_left_alone(tiny_llama, tmp_path):
 
 def _train(tmp_path, tiny_llama, hooklog_site, simulate, hip, **extra):
     data = write_alpaca(tmp_path / "data")
-    config = tmp_path / "train.yaml"
-    args = {
-        "model_name_or_path": str(tiny_llama),
-        "stage": "sft",
-        "do_train": True,
-        "finetuning_type": "lora",
-        "lora_target": "q_proj,v_proj",
-        "dataset": "tiny_alpaca",
-        "dataset_dir": str(data),
-        "template": "default",
-        "output_dir": str(tmp_path / "out"),
-        "max_steps": 1,
-        "report_to": "none",
-        **extra,
-    }
-    config.write_text(yaml.safe_dump(args))
+    config = write_yaml(
+        tmp_path / "train.yaml", lora_train_args(tiny_llama, tmp_path / "out", dataset_dir=str(data), **extra)
+    )
     env = clean_env(
         PYTHONPATH=os.pathsep.join([str(TESTS / "sim_site"), str(hooklog_site)]),
         LFKIT_TEST_SIMULATE=simulate,

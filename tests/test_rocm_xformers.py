@@ -2,13 +2,11 @@
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import BIN, clean_env, probe, read_jsonl, run, write_alpaca
+from conftest import BIN, clean_env, lora_train_args, pip_target, probe, read_jsonl, run, write_alpaca, write_yaml
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
@@ -67,24 +65,9 @@ def transformers_site(request, tmp_path_factory):
     """The test environment's transformers (5.x), and the oldest release the patch claims (4.x)."""
     if request.param == "installed":
         return None
+    # transformers 4.x refuses huggingface_hub 1.x: it brings the hub it was released with
     target = tmp_path_factory.mktemp(f"transformers-{request.param}")
-    result = run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            target,
-            f"transformers=={request.param}",
-            "huggingface_hub==0.36.0",
-        ],
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return target
+    return pip_target(target, f"transformers=={request.param}", "huggingface_hub==0.36.0")
 
 
 def test_training_step_fails_without_lfkit_and_matches_reference_with_it(tiny_baichuan2, tmp_path, transformers_site):
@@ -141,28 +124,8 @@ def test_sdpa_fallback_semantics():
 def test_real_llamafactory_lora_run_on_baichuan2(tiny_baichuan2, tmp_path, hooklog_site):
     data = write_alpaca(tmp_path / "data")
     out = tmp_path / "out"
-    config = tmp_path / "train.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "model_name_or_path": str(tiny_baichuan2),
-                "trust_remote_code": True,
-                "stage": "sft",
-                "do_train": True,
-                "finetuning_type": "lora",
-                "lora_target": "W_pack",
-                "dataset": "tiny_alpaca",
-                "dataset_dir": str(data),
-                "template": "default",
-                "cutoff_len": 64,
-                "output_dir": str(out),
-                "per_device_train_batch_size": 2,
-                "max_steps": 2,
-                "logging_steps": 1,
-                "report_to": "none",
-            }
-        )
-    )
+    args = lora_train_args(tiny_baichuan2, out, trust_remote_code=True, lora_target="W_pack", dataset_dir=str(data))
+    config = write_yaml(tmp_path / "train.yaml", args)
     log = tmp_path / "hooks.jsonl"
     env = clean_env(
         PYTHONPATH=os.pathsep.join([str(TESTS / "sim_site"), str(XFORMERS), str(hooklog_site)]),
