@@ -10,7 +10,7 @@ from pathlib import Path
 from lfkit.hookspecs import hookimpl
 
 from . import lookup_patch, state
-from .spec import ALPACA_DEFAULTS, SHAREGPT_DEFAULTS, DatasetSpec
+from .spec import SHAREGPT_DEFAULTS, DatasetSpec
 
 DATA = Path(__file__).resolve().parent / "data"
 TELECOM_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}
@@ -38,7 +38,7 @@ BUNDLED = {
     ),
 }
 
-__all__ = ["ALPACA_DEFAULTS", "BUNDLED", "DatasetSpec"]
+__all__ = ["BUNDLED", "DatasetSpec"]
 
 
 @hookimpl

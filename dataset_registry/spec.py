@@ -9,7 +9,6 @@ from typing import Any
 
 from lfkit.errors import UsageError
 
-ORIGINS = ("bundled", "prepared", "added", "plugin")
 ALPACA_COLUMNS = ("prompt", "query", "response", "history", "system")
 SHAREGPT_TAGS = (
     "role_tag",
@@ -40,7 +39,7 @@ class DatasetSpec:
     formatting: str = "alpaca"
     columns: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
-    origin: str = "plugin"
+    origin: str = "plugin"  # bundled | prepared | added | plugin
     synthetic: bool = False
     description: str = ""
 
