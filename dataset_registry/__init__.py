@@ -10,10 +10,9 @@ from pathlib import Path
 from lfkit.hookspecs import hookimpl
 
 from . import lookup_patch, state
-from .spec import SHAREGPT_DEFAULTS, DatasetSpec
+from .spec import SHAREGPT_DEFAULTS, TELECOM_COLUMNS, DatasetSpec
 
 DATA = Path(__file__).resolve().parent / "data"
-TELECOM_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}
 SYNTHETIC = "synthetic, made by lfkit.dataset_registry.generate_demo"
 
 BUNDLED = {

@@ -20,10 +20,8 @@ from lfkit.errors import UsageError
 
 from . import state
 from .generate_demo import TEMPLATE
-from .spec import DatasetSpec
+from .spec import TELECOM_COLUMNS, DatasetSpec
 from .tables import read_table
-
-COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}
 
 
 @dataclass
@@ -157,7 +155,9 @@ def prepare(
     if register:
         state.save(
             {
-                name: DatasetSpec(path.resolve(), columns=COLUMNS, origin="prepared", description=f"from {source}")
+                name: DatasetSpec(
+                    path.resolve(), columns=TELECOM_COLUMNS, origin="prepared", description=f"from {source}"
+                )
                 for name, path in files.items()
             }
         )

@@ -57,23 +57,10 @@ def collect(manager) -> dict[str, Any]:
         if state.status is Status.WAITING:
             entry["detail"] = manager.patches.verdict(state)
         patches.append(entry)
-    from lfkit.rocm_patches.bitsandbytes_pin import PIN_TABLE, assess, hidden_reason
+    from lfkit.rocm_patches import bitsandbytes_pin
 
     platform = detect_platform(with_gpus=True)
-    bitsandbytes = assess(platform.kind).as_dict()
-    hide_state = manager.patches.states.get("bitsandbytes-hide-unusable")
-    # This process may not have imported transformers yet: say what every LLaMA-Factory process will do.
-    bitsandbytes["hidden"] = bool(
-        hidden_reason()
-        or (
-            bitsandbytes["fits"] is False
-            and bitsandbytes["installed"]
-            and platform.kind in ("rocm", "dtk")
-            and hide_state is not None
-            and hide_state.status is not Status.DISABLED
-        )
-    )
-    bitsandbytes["table"] = PIN_TABLE
+    bitsandbytes = bitsandbytes_pin.doctor_report(platform.kind, manager.patches.states.get(bitsandbytes_pin.PATCH.id))
     return {
         "lfkit": __version__,
         "python": sys.version.split()[0],

@@ -21,7 +21,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lfkit.patching import Patch, PatchContext, SkipPatch, distribution_version
+from lfkit.patching import Patch, PatchContext, SkipPatch, Status, distribution_version
 
 DIST = "bitsandbytes"
 DTK_PIN = "0.38.1"
@@ -173,8 +173,20 @@ def assess(platform_kind: str | None = None, hip: tuple[int, int] | None = None)
 _hidden: dict[str, str] = {}
 
 
-def hidden_reason() -> str | None:
-    return _hidden.get(DIST)
+def must_hide(verdict: Assessment) -> bool:
+    """The one rule: on ROCm/DTK an installed bitsandbytes that does not fit is hidden."""
+    return verdict.platform in ("rocm", "dtk") and verdict.installed is not None and verdict.fits is False
+
+
+def doctor_report(platform_kind: str, patch_state) -> dict:
+    """`lfkit doctor`'s bitsandbytes section: the verdict, the pin, and whether processes hide it."""
+    verdict = assess(platform_kind)
+    report = verdict.as_dict()
+    # This process may not have imported transformers yet: say what every LLaMA-Factory process will do.
+    live = patch_state is not None and patch_state.status is not Status.DISABLED
+    report["hidden"] = DIST in _hidden or (live and must_hide(verdict))
+    report["table"] = PIN_TABLE
+    return report
 
 
 def _hide(_module, ctx: PatchContext) -> str:
@@ -183,7 +195,7 @@ def _hide(_module, ctx: PatchContext) -> str:
     verdict = assess()
     if verdict.installed is None:
         raise SkipPatch("bitsandbytes is not installed")
-    if verdict.fits:
+    if not must_hide(verdict):
         raise SkipPatch(f"bitsandbytes {verdict.installed} fits: {verdict.reason}")
     ctx.setitem(sys.modules, DIST, None)
     ctx.setitem(_hidden, DIST, verdict.reason)
