@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml setup.py constraints/dev.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/lfkit demo
+	HF_HUB_OFFLINE=1 $(BIN)/lfkit run demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

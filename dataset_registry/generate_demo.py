@@ -39,12 +39,55 @@ SERVICES = [
     "话费充值",
     "流量日包",
 ]
-# action -> (category label, phrasings: the last one is held out for the test split)
+# action -> (category label, phrasings: the last one is held out for the test split).
+# Every phrasing of an action carries its key word (取消, 开通, 介绍, 多少钱) and the
+# filler words (请问, 我的, 这个业务, 怎样) appear with every action, so the held-out
+# wording can be answered from what the train split teaches, and only from that.
 ACTIONS = {
-    "取消": ("取消方式", ["{s}如何取消", "我想退订{s}", "{s}怎么关闭", "怎样取消我的{s}"]),
-    "开通": ("开通方式", ["{s}怎么开通", "我要办理{s}", "{s}在哪里开通", "如何开通{s}呀"]),
-    "介绍": ("业务简介", ["{s}是什么", "介绍一下{s}", "{s}包含哪些内容", "请说明{s}这个业务"]),
-    "资费": ("业务简介", ["{s}多少钱", "{s}的资费是多少", "{s}怎么收费", "请问{s}要花多少钱"]),
+    "取消": (
+        "取消方式",
+        [
+            "{s}如何取消",
+            "我想取消{s}",
+            "请问{s}怎么取消",
+            "帮我取消我的{s}",
+            "取消{s}这个业务要怎样做",
+            "怎样取消我的{s}呀",
+        ],
+    ),
+    "开通": (
+        "开通方式",
+        [
+            "{s}如何开通",
+            "我想开通{s}",
+            "请问{s}怎么开通",
+            "帮我开通我的{s}",
+            "开通{s}这个业务要怎样做",
+            "怎样开通我的{s}呀",
+        ],
+    ),
+    "介绍": (
+        "业务简介",
+        [
+            "介绍一下{s}",
+            "我想了解{s}的介绍",
+            "请问{s}是什么,介绍一下",
+            "帮我介绍我的{s}",
+            "介绍{s}这个业务包含哪些内容",
+            "请介绍我的{s}这个业务呀",
+        ],
+    ),
+    "资费": (
+        "业务简介",
+        [
+            "{s}多少钱",
+            "我想知道{s}多少钱",
+            "请问{s}怎么收费,多少钱",
+            "帮我查我的{s}多少钱",
+            "{s}这个业务要多少钱",
+            "请问我的{s}要花多少钱呀",
+        ],
+    ),
 }
 TEMPLATE = "回答中国电信手机用户的问题,{question},应该怎么做？"
 

@@ -25,7 +25,12 @@ ENTRY_POINT_GROUP = "lfkit"
 
 # Modules of this distribution that implement hooks. A feature folder joins this
 # list once it registers something.
-BUILTIN_PLUGINS: tuple[str, ...] = ("lfkit.lifecycle", "lfkit.rocm_patches", "lfkit.dataset_registry")
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "lfkit.lifecycle",
+    "lfkit.rocm_patches",
+    "lfkit.dataset_registry",
+    "lfkit.recipes",
+)
 
 
 class PluginError(RuntimeError):
@@ -72,6 +77,13 @@ def _check_dataset(value: Any) -> None:
         raise TypeError(f"register(name, spec) takes an lfkit.dataset_registry.DatasetSpec, got {type(value).__name__}")
 
 
+def _check_recipe(value: Any) -> None:
+    from .recipes.spec import Recipe
+
+    if not isinstance(value, Recipe):
+        raise TypeError(f"register(name, recipe) takes an lfkit.recipes.Recipe, got {type(value).__name__}")
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -90,7 +102,7 @@ class Manager:
         self.plugins: dict[str, PluginInfo] = {}
         self.patches = PatchRegistry()
         self.datasets = Registry("dataset", check=_check_dataset)
-        self.recipes = Registry("recipe")
+        self.recipes = Registry("recipe", check=_check_recipe)
         self.models = Registry("model family")
         self.strict = _env_flag("LFKIT_STRICT_PLUGINS")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .paths import lfkit_home
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 # Enough text for a byte-level BPE to learn common Chinese and English pieces.
 _CORPUS = [
@@ -26,6 +26,9 @@ _CORPUS = [
     "当然，你在哪个城市呢？我在上海。",
     "好的，根据天气预报，明天上海多云转阴，气温在20到25摄氏度之间。",
     "取消方式 开通方式 业务简介 办理条件 资费 流量包 套餐 会员 定向流量 宽带 话费 余额 积分",
+    "百度专属 视频会员 畅享套餐 宽带提速包 国际漫游 副卡 亲情号 来电显示 彩铃 天翼云盘 爱奇艺 腾讯视频 升级包",
+    "夜间流量 语音包 短信包 积分兑换 话费充值 流量日包 我想取消 怎样 我的 我要开通 在哪里 介绍一下 是什么",
+    "给我介绍 包含哪些内容 这个业务 多少钱 怎么收费 请问要花 退订 关闭 办理 说明",
     "Human: Assistant: System: User: the model answers the question about the package.",
     "How do I cancel the monthly data plan? What does it cost? Where can I open it?",
 ]
@@ -55,13 +58,20 @@ def _corpus() -> list[str]:
 
 
 def _train_tokenizer(family: str, vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     spec = FAMILIES[family]
     special = [spec["special"][k] for k in ("unk", "bos", "eos", "pad")] + spec["extra"]
     tokenizer = Tokenizer(models.BPE(unk_token=spec["special"]["unk"]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # One token per Chinese character: a word then reads the same in any sentence,
+    # which a model this small needs to generalise over wording.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex("[\u3400-\u9fff]"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -102,7 +112,7 @@ def _config(family: str, tokenizer, hidden: int, layers: int):
     return GemmaConfig(head_dim=hidden // 4, **common)
 
 
-def build_tiny_model(family: str, out_dir: Path, *, hidden: int = 64, layers: int = 2, vocab_size: int = 1024) -> Path:
+def build_tiny_model(family: str, out_dir: Path, *, hidden: int = 128, layers: int = 2, vocab_size: int = 1024) -> Path:
     """Write a tiny model of ``family`` into ``out_dir`` (which must not exist)."""
     import torch
     from transformers import AutoModelForCausalLM

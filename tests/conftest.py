@@ -44,9 +44,15 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: int = 600):
+def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: int = 600, input=None):
     return subprocess.run(
-        [str(c) for c in cmd], env=env or clean_env(), cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [str(c) for c in cmd],
+        env=env or clean_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
     )
 
 

@@ -19,7 +19,7 @@ def test_bundled_datasets_are_listed_and_marked():
     assert result.returncode == 0, result.stderr
     data = {d["name"]: d for d in json.loads(result.stdout)}
     assert (data["telecom_demo"]["rows"], data["telecom_demo"]["origin"], data["telecom_demo"]["synthetic"]) == (
-        240,
+        400,
         "bundled",
         True,
     )

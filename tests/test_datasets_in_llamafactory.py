@@ -54,7 +54,7 @@ def test_the_users_own_entry_wins_a_clash_with_a_warning(tmp_path, tiny_llama):
         "dataset 'telecom_demo': your dataset_info.json entry wins over the one from lfkit.dataset_registry"
         in result.stderr
     )
-    # 6 rows of the user's file plus seed 000's one dialogue: the bundled 240-row file was not used
+    # 6 rows of the user's file plus seed 000's one dialogue: the bundled 400-row file was not used
     assert "Num examples = 7" in result.stdout + result.stderr
 
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-from pathlib import Path
-from typing import Optional
-
 import typer
 
 from .. import __version__
@@ -130,29 +126,13 @@ def doctor(as_json: bool = JSON_OPTION):
     )
 
 
-@app.command()
-def demo(
-    output_dir: Optional[Path] = typer.Option(
-        None, "--output-dir", "-o", help="Run folder (default: runs/demo-<time>)."
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --output-dir."),
-):
-    """Offline smoke run: LoRA-train a tiny model with plain `llamafactory-cli train`."""
-    from .. import smoke_demo
-
-    out = output_dir or Path("runs") / f"demo-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    try:
-        summary = smoke_demo.run(out.resolve(), overwrite=overwrite)
-    except UsageError as exc:
-        fail(str(exc))
-    except RuntimeError as exc:
-        fail(str(exc), code=1)
-    table("demo", ["", ""], summary.items())
-
-
 from .data import data_app  # noqa: E402  (after app: it imports _manager from here)
 
 app.add_typer(data_app, name="data")
+
+from .recipes import recipes_app  # noqa: E402  (registers `lfkit run` on app)
+
+app.add_typer(recipes_app, name="recipes")
 
 
 def main() -> None:

@@ -1,0 +1,261 @@
+"""From a recipe and the user's key=value to the exact arguments of every step.
+
+Order: recipe defaults < --config file < key=value on the command line. A name the
+recipe declares under ``params`` is a parameter; ``STEP.key=value`` sets one
+step's key; any other key is a LLaMA-Factory key for every step that knows it.
+Then the model plugins fill family defaults (the user's values win), and every
+key and value is checked against LLaMA-Factory's own argument dataclasses.
+Nothing here starts training or loads a model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lfkit.errors import UsageError
+
+from . import lf_args
+from .spec import LF_COMMANDS, Recipe
+from .validate import check_adapter, check_datasets, check_model, check_template, resolve_model
+
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.\-]*)\}")
+_UNSET = object()
+
+# Keys holding paths: made absolute, so the run works from any folder and PEFT
+# records the base model's absolute path in adapter_config.json.
+PATH_KEYS = ("model_name_or_path", "adapter_name_or_path", "dataset_dir", "output_dir", "export_dir")
+# "auto" for these means: on where a GPU (CUDA, ROCm or DTK) is visible.
+AUTO_PRECISION = ("fp16", "bf16")
+
+
+@dataclass
+class ResolvedStep:
+    name: str
+    command: str
+    dir: Path | None
+    args: dict[str, Any]  # LLaMA-Factory keys
+    lfkit_args: dict[str, Any] = field(default_factory=dict)  # keys lfkit's side of the step reads
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    params: dict[str, Any]
+    output_dir: Path | None
+    steps: list[ResolvedStep]
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``key=value`` strings to a dict; the values stay text until a key's type is known."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise UsageError(f"expected key=value, got {item!r}")
+        out[key] = value
+    return out
+
+
+def read_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"--config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: expected a mapping of key: value")
+    return data
+
+
+def _interpolate(value: Any, scope: dict[str, Any], where: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, scope, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, scope, where) for v in value]
+    if not isinstance(value, str):
+        return value
+    whole = _REF.fullmatch(value)
+    if whole:  # a whole-value reference keeps the value's type, or drops the key when unset
+        if whole.group(1) not in scope:
+            _missing(whole.group(1), where)
+        return scope[whole.group(1)]
+
+    def sub(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in scope:
+            _missing(name, where)
+        if scope[name] is _UNSET or scope[name] is None:
+            raise UsageError(f"{where}: needs {name}=")
+        return str(scope[name])
+
+    return _REF.sub(sub, value)
+
+
+def _missing(name: str, where: str):
+    raise UsageError(f"{where}: refers to ${{{name}}}, which the recipe does not define")
+
+
+def _params(recipe: Recipe, given: dict[str, Any]) -> dict[str, Any]:
+    # A default may hold {time}: the demo's run folder is new each time, never an old run's.
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    params = {
+        name: p.default.replace("{time}", stamp) if isinstance(p.default, str) else p.default
+        for name, p in recipe.params.items()
+    }
+    params.update({k: v for k, v in given.items() if k in recipe.params})
+    for name, p in recipe.params.items():
+        if p.required and params.get(name) in (None, ""):
+            hint = f" ({p.help})" if p.help else ""
+            raise UsageError(f"recipe {recipe.name} needs {name}=...{hint}")
+    return params
+
+
+def _auto_precision() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _absolute(key: str, value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        return value
+    if key in ("model_name_or_path", "adapter_name_or_path"):
+        # Comma-separated adapters; a hub id ("org/name") that is not a local folder stays as it is.
+        parts = [p.strip() for p in value.split(",")]
+        return ",".join(str(Path(p).expanduser().resolve()) if Path(p).expanduser().exists() else p for p in parts)
+    return str(Path(value).expanduser().resolve())
+
+
+def _prepare_with_plugins(command: str, args: dict[str, Any]) -> None:
+    from lfkit.plugin_manager import get_manager
+
+    get_manager().prepare_args(command if command in LF_COMMANDS else "chat", args)
+
+
+def resolve(
+    recipe: Recipe,
+    assignments: dict[str, Any],
+    config: dict[str, Any] | None = None,
+    on_output_dir: Callable[[Path | None], None] | None = None,
+) -> Plan:
+    """The plan of a run. ``on_output_dir`` sees the run folder as soon as it is known,
+    before LLaMA-Factory is imported, so a refusal there costs nothing."""
+    given = {**(config or {}), **assignments}
+    step_names = {s.name for s in recipe.steps}
+    per_step: dict[str, dict[str, Any]] = {name: {} for name in step_names}
+    common: dict[str, Any] = {}
+    for key, value in given.items():
+        if key in recipe.params:
+            continue
+        step, dot, sub = key.partition(".")
+        if dot and step in step_names:
+            per_step[step][sub] = value
+        else:
+            common[key] = value
+
+    params = _params(recipe, given)
+    out = params.get("output_dir")
+    output_dir = Path(str(out)).expanduser().resolve() if out not in (None, "") else None
+    if on_output_dir is not None:
+        on_output_dir(output_dir)
+    if params.get("model"):
+        params["model"] = resolve_model(str(params["model"]))
+
+    # A key on the command line must mean something to at least one step.
+    for key in common:
+        if not any(key in lf_args.known_keys(s.command) for s in recipe.steps):
+            commands = sorted({s.command for s in recipe.steps})
+            lf_args.check_key(commands[0], key, f"recipe {recipe.name}")
+
+    dirs: dict[str, Path | None] = {}
+    for step in recipe.steps:
+        if output_dir is None:
+            dirs[step.name] = None
+        else:
+            dirs[step.name] = output_dir if recipe.single else output_dir / step.name
+    scope_base = {**{k: (_UNSET if v in (None, "") else v) for k, v in params.items()}}
+    scope_base["output_dir"] = str(output_dir) if output_dir else _UNSET
+    for name, d in dirs.items():
+        scope_base[f"steps.{name}"] = str(d) if d else _UNSET
+
+    steps = []
+    for step in recipe.steps:
+        where = f"recipe {recipe.name}, step {step.name}"
+        scope = {**scope_base, "step_dir": str(dirs[step.name]) if dirs[step.name] else _UNSET}
+        args = {k: v for k, v in _interpolate(step.args, scope, where).items() if v is not _UNSET}
+        known = lf_args.known_keys(step.command)
+        args.update({k: v for k, v in common.items() if k in known})
+        args.update(per_step[step.name])
+        resolved = ResolvedStep(step.name, step.command, dirs[step.name], {})
+        for key in AUTO_PRECISION:
+            if args.get(key) == "auto":
+                args[key] = _auto_precision()
+                resolved.notes.append(f"{key}: auto -> {args[key]} (GPU visible: {args[key]})")
+        if step.command != "report":
+            _prepare_with_plugins(step.command, args)
+        for key in list(args):
+            args[key] = lf_args.coerce(step.command, key, args[key], where)
+            if key in PATH_KEYS:
+                args[key] = _absolute(key, args[key])
+        own = lf_args.lfkit_keys(step.command)
+        resolved.args = {k: v for k, v in args.items() if k not in own}
+        resolved.lfkit_args = {k: v for k, v in args.items() if k in own}
+        steps.append(resolved)
+
+    _check(steps, output_dir)
+    return Plan(recipe, params, output_dir, steps)
+
+
+def _check(steps: list[ResolvedStep], output_dir: Path | None) -> None:
+    """Paths and names the user gave must exist; those an earlier step will make are skipped."""
+
+    def made_by_run(value: str) -> bool:
+        return output_dir is not None and Path(value).is_relative_to(output_dir)
+
+    for step in steps:
+        args = step.args
+        model = args.get("model_name_or_path")
+        if step.command != "report":
+            if not model:
+                raise UsageError(f"step {step.name}: needs model=...")
+            if not made_by_run(model):
+                check_model(model)
+        for adapter in str(args.get("adapter_name_or_path") or "").split(","):
+            if adapter and not made_by_run(adapter):
+                check_adapter(adapter)
+        dataset_dir = args.get("dataset_dir")
+        for key in ("dataset", "eval_dataset"):
+            if args.get(key):
+                check_datasets(args[key], dataset_dir, f"step {step.name}: {key}")
+        if args.get("template"):
+            check_template(args["template"])
+        if step.command in ("train", "export") and step.dir is None:
+            raise UsageError(f"step {step.name}: needs output_dir=...")
+
+
+def export_yaml(step: ResolvedStep, recipe: Recipe) -> str:
+    """A plain LLaMA-Factory YAML for one step, which ``llamafactory-cli`` runs as it is."""
+    header = [
+        f"# LLaMA-Factory arguments from lfkit recipe {recipe.name!r}, step {step.name!r}",
+        f"# run: llamafactory-cli {step.command} THIS_FILE",
+    ]
+    header += [f"# resolved here: {note}" for note in step.notes]
+    if step.lfkit_args:
+        dropped = ", ".join(f"{k}={v}" for k, v in step.lfkit_args.items())
+        header.append(f"# lfkit-only keys left out (llamafactory-cli does not read them): {dropped}")
+    body = yaml.safe_dump(step.args, allow_unicode=True, sort_keys=False)
+    return "\n".join(header) + "\n" + body

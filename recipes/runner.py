@@ -1,0 +1,253 @@
+"""Runs a resolved recipe: one process per step, a run.json per step, nothing lost.
+
+- A folder that holds a finished run is refused unless --overwrite; a folder of
+  files that are not an lfkit run is always refused (lfkit never deletes those).
+- A run that was killed continues where it stopped: finished steps are kept,
+  a training step resumes from its last checkpoint. Started again with other
+  arguments, it is refused rather than mixed.
+- Each step runs in its own process (LLaMA-Factory keeps global template state
+  between in-process runs) with the terminal inherited, so LLaMA-Factory's
+  progress bars and logs show as usual.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lfkit.atomic import write_json, write_text
+from lfkit.errors import UsageError
+
+from .resolve import Plan, ResolvedStep, export_yaml
+
+RUN_FILE = "run.json"
+LF_ARGS_FILE = "llamafactory.yaml"
+PATCH_REPORT = ".lfkit-patches.json"
+FINISHED, RUNNING, FAILED, INTERRUPTED = "finished", "running", "failed", "interrupted"
+VERSIONS = ("lfkit", "llamafactory", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed")
+
+
+class StepFailed(RuntimeError):
+    """A step's process exited non-zero; its own output says why."""
+
+
+def read_record(folder: Path | None) -> dict | None:
+    if folder is None:
+        return None
+    path = Path(folder) / RUN_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _plan_record(plan: Plan) -> dict[str, Any]:
+    return {
+        s.name: {"command": s.command, "dir": str(s.dir) if s.dir else None, "args": s.args, "lfkit_args": s.lfkit_args}
+        for s in plan.steps
+    }
+
+
+def _normal(data: Any) -> Any:
+    return json.loads(json.dumps(data, default=str))
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    diffs = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name, {}), new.get(name, {})
+        for part in ("args", "lfkit_args"):
+            pa, pb = a.get(part, {}), b.get(part, {})
+            for key in sorted(set(pa) | set(pb)):
+                if pa.get(key) != pb.get(key):
+                    diffs.append(f"{name}.{key}: {pa.get(key)!r} -> {pb.get(key)!r}")
+    return diffs
+
+
+def refuse_finished(out: Path | None, overwrite: bool) -> None:
+    """The cheap first check, before anything is imported: a finished run stays untouched."""
+    record = read_record(out)
+    if record and record.get("status") == FINISHED and not overwrite:
+        raise UsageError(
+            f"output_dir {out} holds a finished run of {record.get('recipe')}; pass --overwrite to replace it"
+        )
+
+
+def check_output_dir(plan: Plan, overwrite: bool) -> str:
+    """'fresh' or 'continue'; clears a finished or unfinished lfkit run when overwrite is set."""
+    out = plan.output_dir
+    if out is None or not out.exists():
+        return "fresh"
+    if not out.is_dir():
+        raise UsageError(f"output_dir {out} is a file")
+    if not any(out.iterdir()):
+        return "fresh"
+    record = read_record(out)
+    if record is None:
+        raise UsageError(f"output_dir {out} holds files that are not an lfkit run; choose a new or empty folder")
+    if record.get("status") == RUNNING and _alive(record.get("pid")) and record.get("pid") != os.getpid():
+        raise UsageError(f"output_dir {out} has a run in progress (pid {record.get('pid')})")
+    if overwrite:
+        shutil.rmtree(out)
+        return "fresh"
+    if record.get("status") == FINISHED:
+        raise UsageError(
+            f"output_dir {out} holds a finished run of {record.get('recipe')}; pass --overwrite to replace it"
+        )
+    diffs = _differences(record.get("plan", {}), _normal(_plan_record(plan)))
+    if record.get("recipe") != plan.recipe.name or diffs:
+        what = diffs[0] if diffs else f"recipe {record.get('recipe')}"
+        raise UsageError(
+            f"output_dir {out} holds an unfinished run with other arguments ({what}); "
+            "run it with the same ones to continue, or pass --overwrite to start over"
+        )
+    return "continue"
+
+
+def versions() -> dict[str, str | None]:
+    from lfkit.patching import distribution_version
+
+    return {name: distribution_version(name) for name in VERSIONS}
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    candidates = []
+    for child in folder.glob("checkpoint-*"):
+        suffix = child.name.rpartition("-")[2]
+        if child.is_dir() and suffix.isdigit() and (child / "trainer_state.json").is_file():
+            candidates.append((int(suffix), child))
+    return max(candidates)[1] if candidates else None
+
+
+def _fix_adapter_base(folder: Path, base: str | None) -> None:
+    """adapter_config.json must name the base model by an absolute path (seed 000 mended a relative one)."""
+    config_path = folder / "adapter_config.json"
+    if not base or not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    recorded = config.get("base_model_name_or_path")
+    if recorded and not os.path.isabs(recorded) and Path(base).is_absolute() and Path(base).exists():
+        config["base_model_name_or_path"] = base
+        write_json(config_path, config)
+
+
+class Runner:
+    def __init__(self, plan: Plan, echo: Callable[[str], None] = print) -> None:
+        self.plan = plan
+        self.echo = echo
+        self.common = {
+            "recipe": plan.recipe.name,
+            "params": _normal(plan.params),
+            "plan": _normal(_plan_record(plan)),
+        }
+
+    def _write(self, folder: Path, record: dict) -> None:
+        write_json(folder / RUN_FILE, _normal(record))
+
+    def run(self, overwrite: bool = False) -> list[dict]:
+        state = check_output_dir(self.plan, overwrite)
+        root = self.plan.output_dir
+        multi = not self.plan.recipe.single
+        if multi and root is not None:
+            started = read_record(root) or {}
+            self._write(
+                root, {**self.common, "status": RUNNING, "pid": os.getpid(), "started": started.get("started", _now())}
+            )
+        results = []
+        for step in self.plan.steps:
+            results.append(self._step(step, continuing=state == "continue"))
+        if multi and root is not None:
+            record = read_record(root) or {}
+            self._write(root, {**record, "status": FINISHED, "finished": _now(), "steps": [r["step"] for r in results]})
+        return results
+
+    def _step(self, step: ResolvedStep, continuing: bool) -> dict:
+        temporary = step.dir is None
+        folder = step.dir or Path(tempfile.mkdtemp(prefix=f"lfkit-{step.name}-"))
+        previous = read_record(folder)
+        if previous and previous.get("status") == FINISHED and previous.get("step") == step.name:
+            self.echo(f"lfkit: step {step.name}: finished earlier, kept ({folder})")
+            return previous
+        folder.mkdir(parents=True, exist_ok=True)
+        args = dict(step.args)
+        resumed = None
+        if step.command == "train":
+            checkpoint = last_checkpoint(folder) if continuing else None
+            if checkpoint is not None:
+                args["resume_from_checkpoint"] = str(checkpoint)
+                resumed = str(checkpoint)
+                self.echo(f"lfkit: step {step.name}: resuming from {checkpoint.name}")
+            else:
+                # The folder holds only this run's own files (run.json, the YAML, a killed run's leftovers).
+                args["overwrite_output_dir"] = True
+        write_text(
+            folder / LF_ARGS_FILE,
+            export_yaml(
+                ResolvedStep(step.name, step.command, step.dir, args, step.lfkit_args, step.notes), self.plan.recipe
+            ),
+        )
+        from lfkit.platform_detect import detect_platform
+
+        record = {
+            **self.common,
+            "step": step.name,
+            "command": step.command,
+            "status": RUNNING,
+            "pid": os.getpid(),
+            "args": args,
+            "lfkit_args": step.lfkit_args,
+            "notes": step.notes,
+            "resumed_from": resumed,
+            "argv": [sys.executable, "-m", "lfkit.recipes.step", str(folder)],
+            "versions": versions(),
+            "platform": detect_platform().as_dict(),
+            "started": _now(),
+        }
+        self._write(folder, record)
+        self.echo(f"lfkit: step {step.name} ({step.command}) -> {folder}")
+        began = time.monotonic()
+        (folder / PATCH_REPORT).unlink(missing_ok=True)
+        try:
+            code = subprocess.run(record["argv"], env=dict(os.environ)).returncode
+        except KeyboardInterrupt:
+            self._write(folder, {**record, "status": INTERRUPTED, "seconds": round(time.monotonic() - began, 1)})
+            raise
+        record["seconds"] = round(time.monotonic() - began, 1)
+        record["exit_code"] = code
+        record["finished"] = _now()
+        report = folder / PATCH_REPORT
+        if report.is_file():
+            record["patches"] = json.loads(report.read_text(encoding="utf-8"))
+            report.unlink()
+        if code != 0:
+            record["status"] = FAILED
+            self._write(folder, record)
+            raise StepFailed(f"step {step.name} ({step.command}) failed with exit code {code}; see its output above")
+        if step.command == "train":
+            _fix_adapter_base(folder, args.get("model_name_or_path"))
+        record["status"] = FINISHED
+        self._write(folder, record)
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+        return record

@@ -1,0 +1,34 @@
+"""The README's main job: `lfkit run demo` offline on CPU, before/after metrics that prove the pipeline lines up."""
+
+import json
+
+import pytest
+
+from conftest import BIN, clean_env, run
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_learns_the_held_out_split_and_keeps_its_run(tmp_path, lfkit_home):
+    out = tmp_path / "demo"
+    result = run([BIN / "lfkit", "run", "demo", f"output_dir={out}"], env=clean_env(LFKIT_HOME=str(lfkit_home)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert summary["dataset"] == "telecom_demo_test" and summary["after"]["samples"] == 80
+    assert summary["before"]["exact_match"] <= 0.05  # a random tiny model knows nothing
+    assert summary["after"]["exact_match"] >= 0.8  # data, template, training, merge and eval line up
+    assert (out / "metrics.png").stat().st_size > 0
+    assert (out / "train" / "training_loss.png").is_file()
+    assert json.loads((out / "chat" / "answer.json").read_text(encoding="utf-8"))["answer"]
+    predictions = (out / "eval-after" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(predictions) == 80
+    assert "exact_match" in result.stdout and "before" in result.stdout
+    for step in ("eval-before", "train", "merge", "chat", "eval-after", "report"):
+        assert json.loads((out / step / "run.json").read_text())["status"] == "finished"
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+    again = run([BIN / "lfkit", "run", "demo", f"output_dir={out}"], env=clean_env(LFKIT_HOME=str(lfkit_home)))
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"lfkit: error: output_dir {out} holds a finished run of demo; pass --overwrite to replace it"
+    ]

@@ -1,0 +1,131 @@
+"""Recipes end to end on tiny models: train -> merge -> chat, nothing lost, resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from conftest import BIN, clean_env, run, write_alpaca
+
+pytestmark = pytest.mark.slow
+LFKIT = BIN / "lfkit"
+QUICK = ["num_train_epochs=1", "max_steps=3", "logging_steps=1", "per_device_train_batch_size=2",
+         "gradient_accumulation_steps=1", "cutoff_len=64", "learning_rate=1e-2"]  # fmt: skip
+PROMPT = "回答中国电信手机用户的问题,问题3,应该怎么做？"
+
+
+def lfkit(*args, **kwargs):
+    return run([LFKIT, *args], env=clean_env(), **kwargs)
+
+
+def answer_of(result) -> str:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return next(line[3:] for line in result.stdout.splitlines() if line.startswith("=> "))
+
+
+def record(folder):
+    return json.loads((folder / "run.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_train_merge_chat(family, tmp_path, request):
+    model = request.getfixturevalue(f"tiny_{family}")
+    data = write_alpaca(tmp_path / "data")
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+
+    train = lfkit("run", "sft-lora-single", f"model={model}", "dataset=tiny_alpaca", f"dataset_dir={data}",
+                  f"output_dir={adapter}", *QUICK)  # fmt: skip
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert (adapter / "training_loss.png").is_file()  # LLaMA-Factory's loss plot
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(model)  # absolute, unlike seed 000's
+    rec = record(adapter)
+    assert (rec["recipe"], rec["step"], rec["status"], rec["exit_code"]) == ("sft-lora-single", "train", "finished", 0)
+    assert rec["args"]["learning_rate"] == 1e-2 and rec["args"]["save_steps"] == 1000
+    assert rec["versions"]["llamafactory"] and rec["platform"]["kind"] == "cpu" and rec["seconds"] > 0
+    statuses = {p["id"]: p["status"] for p in rec["patches"]}
+    assert statuses["lf-hook-prepare-args"] == "applied" and statuses["lf-dataset-lookup"] == "applied"
+    assert yaml.safe_load((adapter / "llamafactory.yaml").read_text())["output_dir"] == str(adapter)
+
+    # a finished run is never overwritten without --overwrite
+    weights = (adapter / "adapter_model.safetensors").stat().st_mtime_ns
+    again = lfkit("run", "sft-lora-single", f"model={model}", "dataset=tiny_alpaca", f"dataset_dir={data}",
+                  f"output_dir={adapter}", *QUICK)  # fmt: skip
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"lfkit: error: output_dir {adapter} holds a finished run of sft-lora-single; pass --overwrite to replace it"
+    ]
+    assert (adapter / "adapter_model.safetensors").stat().st_mtime_ns == weights
+
+    merge = lfkit("run", "merge-lora", f"model={model}", f"adapter={adapter}", f"output_dir={merged}")
+    assert merge.returncode == 0, merge.stderr[-3000:]
+    assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
+    assert record(merged)["status"] == "finished"
+
+    # one-shot chat: seeded sampling repeats itself; greedy on base + adapter equals greedy on the merge
+    sampled = [answer_of(lfkit("run", "chat", f"model={merged}", f"prompt={PROMPT}", "seed=7", "max_new_tokens=8"))
+               for _ in range(2)]  # fmt: skip
+    assert sampled[0] == sampled[1]
+    greedy = ["do_sample=false", "max_new_tokens=8", f"prompt={PROMPT}"]
+    with_adapter = answer_of(lfkit("run", "chat", f"model={model}", f"adapter={adapter}", *greedy))
+    assert answer_of(lfkit("run", "chat", f"model={merged}", *greedy)) == with_adapter
+
+
+def test_interactive_chat_reads_the_terminal(tmp_path, tiny_llama):
+    result = run([LFKIT, "run", "chat", f"model={tiny_llama}", "max_new_tokens=4"], env=clean_env(),
+                 input="你好\nexit\n")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Assistant:" in result.stdout
+
+
+def test_an_exported_recipe_runs_under_plain_llamafactory_cli(tmp_path, tiny_llama):
+    data = write_alpaca(tmp_path / "data")
+    out, config = tmp_path / "adapter", tmp_path / "sft.yaml"
+    exported = lfkit("recipes", "export", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca",
+                     f"dataset_dir={data}", f"output_dir={out}", *QUICK, "-o", config)  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    result = run([BIN / "llamafactory-cli", "train", config], env=clean_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_llama):
+    data = write_alpaca(tmp_path / "data")
+    out = tmp_path / "adapter"
+    argv = [LFKIT, "run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
+            f"output_dir={out}", "max_steps=400", "save_steps=5", "logging_steps=5", "per_device_train_batch_size=1",
+            "gradient_accumulation_steps=1", "cutoff_len=64"]  # fmt: skip
+    process = subprocess.Popen([str(a) for a in argv], env=clean_env(), start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-10" / "trainer_state.json").is_file():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert record(out)["status"] == "running"  # killed: never marked finished
+    assert not (out / "adapter_model.safetensors").exists()
+
+    other = run([*argv, "learning_rate=1e-3"], env=clean_env())
+    assert other.returncode == 2
+    assert "holds an unfinished run with other arguments (train.learning_rate: 5e-05 -> 0.001)" in other.stderr
+
+    resumed = run(argv, env=clean_env())
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rec = record(out)
+    assert rec["status"] == "finished"
+    checkpoint = int(rec["resumed_from"].rpartition("-")[2])
+    assert checkpoint >= 10 and rec["args"]["resume_from_checkpoint"] == rec["resumed_from"]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 400
+    assert f"resuming from checkpoint-{checkpoint}" in resumed.stdout
+    # the log goes on from the checkpoint: a run started over would log its first steps a second time
+    steps = [json.loads(line)["current_steps"] for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    assert steps.count(5) == 1 and steps[-1] == 400
+    assert (out / "adapter_model.safetensors").is_file()
