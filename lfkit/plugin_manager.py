@@ -30,6 +30,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "lfkit.rocm_patches",
     "lfkit.dataset_registry",
     "lfkit.recipes",
+    "lfkit.plugins",
 )
 
 
@@ -77,6 +78,13 @@ def _check_dataset(value: Any) -> None:
         raise TypeError(f"register(name, spec) takes an lfkit.dataset_registry.DatasetSpec, got {type(value).__name__}")
 
 
+def _check_family(value: Any) -> None:
+    from .plugins.family import ModelFamily
+
+    if not isinstance(value, ModelFamily):
+        raise TypeError(f"register(name, family) takes an lfkit.plugins.ModelFamily, got {type(value).__name__}")
+
+
 def _check_recipe(value: Any) -> None:
     from .recipes.spec import Recipe
 
@@ -103,7 +111,7 @@ class Manager:
         self.patches = PatchRegistry()
         self.datasets = Registry("dataset", check=_check_dataset)
         self.recipes = Registry("recipe", check=_check_recipe)
-        self.models = Registry("model family")
+        self.models = Registry("model family", check=_check_family)
         self.strict = _env_flag("LFKIT_STRICT_PLUGINS")
 
     @property

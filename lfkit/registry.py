@@ -42,6 +42,9 @@ class Registry(Generic[T]):
     def entries(self) -> list[Entry[T]]:
         return [self._entries[n] for n in self.names()]
 
+    def in_registration_order(self) -> list[Entry[T]]:
+        return list(self._entries.values())
+
     def __contains__(self, name: Any) -> bool:
         return name in self._entries
 

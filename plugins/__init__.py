@@ -1,1 +1,38 @@
-"""Model-family plugins (baichuan2, chatglm3, gemma, llama2, ...): recognition, template, lora_target, fixes."""
+"""Model families: what each needs (template, lora_target, remote code, fixes), built in and from plugins.
+
+A built-in plugin registering baichuan2, chatglm3, gemma and llama2 through
+``lfkit_register_models``, the hook a third-party family package uses too. Its
+``lfkit_prepare_args`` applies the detected family to every run (``defaults``).
+"""
+
+from lfkit.hookspecs import hookimpl
+
+from . import baichuan2, chatglm3, defaults, gemma, llama2
+from .detect import Detection, detect
+from .family import ModelFamily
+
+BUILTIN = (baichuan2.FAMILY, chatglm3.FAMILY, gemma.FAMILY, llama2.FAMILY)
+
+__all__ = ["Detection", "ModelFamily", "detect"]
+
+
+@hookimpl
+def lfkit_register_models(register):
+    for family in BUILTIN:
+        register(family.name, family)
+
+
+@hookimpl
+def lfkit_register_patches(register):
+    for patch in (
+        baichuan2.TEMPLATE_PATCH,
+        baichuan2.TOKENIZER_PATCH,
+        chatglm3.AUTO_MAP_PATCH,
+        chatglm3.GENERATION_PATCH,
+    ):
+        register(patch)
+
+
+@hookimpl
+def lfkit_prepare_args(command, args):
+    defaults.apply(command, args)

@@ -21,6 +21,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lfkit.errors import stop_run
 from lfkit.patching import Patch, PatchContext, SkipPatch, Status, distribution_version
 
 DIST = "bitsandbytes"
@@ -253,5 +254,4 @@ def stop_unworkable_quantization(args: dict) -> None:
     problem = quantization_problem(args)
     if problem is not None:
         # One line and exit 2 in LLaMA-Factory's own process, before any model is loaded.
-        sys.stderr.write(f"lfkit: error: {problem}\n")
-        raise SystemExit(2)
+        stop_run(problem)

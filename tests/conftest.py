@@ -198,3 +198,31 @@ def tiny_baichuan2_alibi(tmp_path_factory, tiny_llama) -> Path:
     from remote_models import build_baichuan2
 
     return build_baichuan2(tmp_path_factory.mktemp("baichuan2-13b") / "model", tiny_llama, alibi=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_baichuan2_spm(tmp_path_factory) -> Path:
+    """Baichuan2 with its own sentencepiece BaichuanTokenizer (remote code), as upstream ships it."""
+    from remote_models import build_baichuan2
+
+    return build_baichuan2(tmp_path_factory.mktemp("baichuan2-spm") / "model", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_chatglm3(tmp_path_factory, tiny_llama) -> Path:
+    from remote_models import build_chatglm3
+
+    return build_chatglm3(tmp_path_factory.mktemp("chatglm3") / "model", tiny_llama)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory, tiny_llama) -> Path:
+    from remote_models import build_qwen2
+
+    return build_qwen2(tmp_path_factory.mktemp("qwen2") / "model", tiny_llama)
+
+
+@pytest.fixture(scope="session")
+def qwen2_site(tmp_path_factory) -> Path:
+    """The example third-party family plugin, pip-installed (with its entry point) into a folder of its own."""
+    return pip_target(tmp_path_factory.mktemp("qwen2-site"), FIXTURES / "lfkit-qwen2")

@@ -134,6 +134,10 @@ from .recipes import recipes_app  # noqa: E402  (registers `lfkit run` on app)
 
 app.add_typer(recipes_app, name="recipes")
 
+from .models import models_app  # noqa: E402
+
+app.add_typer(models_app, name="models")
+
 
 def main() -> None:
     try:

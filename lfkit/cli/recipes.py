@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -40,9 +41,22 @@ def plan_for(name: str, assignments: list[str] | None, config: Path | None, on_o
     from lfkit.recipes.resolve import parse_assignments, read_config, resolve
 
     recipe = get_recipe(name).value
-    # LLaMA-Factory logs to stdout from its first import; keep stdout for lfkit's own output (--dry-run JSON).
-    with contextlib.redirect_stdout(sys.stderr):
+    # LLaMA-Factory logs to stdout from its first import: keep stdout for lfkit's own output
+    # (--dry-run JSON), and its warnings out of a one-line error. Step processes log as usual.
+    with contextlib.redirect_stdout(sys.stderr), _quiet_llamafactory():
         return resolve(recipe, parse_assignments(assignments or []), read_config(config), on_output_dir)
+
+
+@contextlib.contextmanager
+def _quiet_llamafactory():
+    previous = os.environ.get("LLAMAFACTORY_VERBOSITY")
+    if previous is None:
+        os.environ["LLAMAFACTORY_VERBOSITY"] = "ERROR"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("LLAMAFACTORY_VERBOSITY", None)
 
 
 @recipes_app.callback()

@@ -1,0 +1,121 @@
+"""Baichuan2 (7B / 13B): W_pack LoRA target, the baichuan2 template LLaMA-Factory 0.9.5 dropped, remote code.
+
+- Its modeling code trains through xFormers when it can import it; on ROCm the
+  ``xformers-remote-code-fallback`` patch of rocm_patches takes over there.
+- Its BaichuanTokenizer calls ``super().__init__()`` before it sets ``self.sp_model``;
+  since transformers 4.34 the base __init__ asks for the vocabulary, so loading
+  fails (``no attribute 'sp_model'``; under transformers 5 a TypeError about a
+  property). ``baichuan2-tokenizer-sp-model`` loads the sentencepiece model first.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+
+from lfkit.patching import Patch, PatchContext, SkipPatch
+
+from .family import ModelFamily
+
+TEMPLATE = "baichuan2"
+
+
+def _register_template(template_module, ctx: PatchContext) -> str:
+    if TEMPLATE in template_module.TEMPLATES:
+        raise SkipPatch(f"LLaMA-Factory already has a {TEMPLATE} template")
+    from llamafactory.data.formatter import StringFormatter
+
+    # LLaMA-Factory <= 0.9.4's definition: user turns wrapped in reserved tokens 106 / 107,
+    # the answer closed by eos alone (efficient_eos).
+    template_module.register_template(
+        name=TEMPLATE,
+        format_user=StringFormatter(slots=["<reserved_106>{{content}}<reserved_107>"]),
+        efficient_eos=True,
+    )
+    registered = template_module.TEMPLATES.pop(TEMPLATE)
+    ctx.setitem(template_module.TEMPLATES, TEMPLATE, registered)
+    return f"template {TEMPLATE} registered"
+
+
+TEMPLATE_PATCH = Patch(
+    id="baichuan2-template",
+    why="register the baichuan2 chat template that LLaMA-Factory 0.9.5 removed",
+    target="llamafactory.data.template",
+    apply=_register_template,
+    reference="LLaMA-Factory v0.9.4 data/template.py register_template(name='baichuan2')",
+    requires={"llamafactory": ">=0.9.5,<0.10"},
+)
+
+TOKENIZER_CLASS = "BaichuanTokenizer"
+logger = logging.getLogger("lfkit.plugins")
+
+
+def needs_mend(cls) -> bool:
+    """Does this tokenizer class set self.sp_model only after super().__init__()?"""
+    if cls.__name__ != TOKENIZER_CLASS or getattr(cls, "__lfkit_sp_model_first__", False):
+        return False
+    try:
+        source = inspect.getsource(cls.__init__)
+    except (OSError, TypeError):
+        return False
+    init_call, sp_model = source.find("super().__init__("), source.find("self.sp_model =")
+    return init_call != -1 and sp_model > init_call
+
+
+def mend(cls) -> None:
+    original = cls.__init__
+
+    @functools.wraps(original)
+    def __init__(self, vocab_file, *args, **kwargs):
+        import sentencepiece as spm
+
+        # What the original does after super().__init__(), done before it instead.
+        self.sp_model_kwargs = kwargs.get("sp_model_kwargs") or {}
+        self.vocab_file = vocab_file
+        self.sp_model = spm.SentencePieceProcessor(**self.sp_model_kwargs)
+        self.sp_model.Load(vocab_file)
+        original(self, vocab_file, *args, **kwargs)
+
+    cls.__init__ = __init__
+    cls.__lfkit_sp_model_first__ = True
+
+
+def _apply_tokenizer(dynamic_module_utils, ctx: PatchContext) -> str:
+    original = dynamic_module_utils.get_class_in_module
+
+    @functools.wraps(original)
+    def get_class_in_module(class_name, module_path, *args, **kwargs):
+        cls = original(class_name, module_path, *args, **kwargs)
+        if isinstance(cls, type) and needs_mend(cls):
+            mend(cls)
+            logger.warning(
+                "lfkit: %s from %s: sp_model now loads before super().__init__()", TOKENIZER_CLASS, module_path
+            )
+        return cls
+
+    ctx.replace(dynamic_module_utils, "get_class_in_module", get_class_in_module)
+    return "mends each remote BaichuanTokenizer that sets sp_model too late"
+
+
+TOKENIZER_PATCH = Patch(
+    id="baichuan2-tokenizer-sp-model",
+    why="Baichuan2's BaichuanTokenizer uses self.sp_model before setting it under transformers >= 4.34",
+    target="transformers.dynamic_module_utils",
+    apply=_apply_tokenizer,
+    reference="baichuan-inc/Baichuan2-7B-Chat tokenization_baichuan.py; transformers 4.34 PreTrainedTokenizer.__init__",
+    requires={"transformers": ">=4.34,<5.7"},
+)
+
+FAMILY = ModelFamily(
+    name="baichuan2",
+    template=TEMPLATE,
+    lora_target="W_pack",
+    model_types=("baichuan",),
+    architectures=("BaichuanForCausalLM",),
+    names=(r"baichuan-?2",),
+    config_match={"vocab_size": 125696},
+    remote_code=True,
+    fixes=("baichuan2-template", "baichuan2-tokenizer-sp-model", "xformers-remote-code-fallback"),
+    description="Baichuan2 7B/13B (13B uses ALiBi); fused q/k/v projection W_pack",
+)

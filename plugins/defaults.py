@@ -1,0 +1,81 @@
+"""Family knowledge applied to a run, from ``lfkit_prepare_args``.
+
+Runs in every process that parses LLaMA-Factory arguments (``lfkit run`` while
+it validates, plain ``llamafactory-cli``, torchrun workers), so the same model
+gets the same defaults wherever it is trained:
+
+- template and (for LoRA training) lora_target, only where the user gave none;
+- remote code only with consent: without ``trust_remote_code: true`` the run stops
+  with one line naming the files that would execute;
+- a transformers too old for the family stops the run with one line and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lfkit.errors import stop_run
+from lfkit.patching import distribution_version
+
+from .detect import Detection, detect, remote_code_files
+
+
+def _truthy(value) -> bool:
+    return value is True or str(value).strip().lower() in {"true", "1", "yes", "on"}
+
+
+def detect_model(model: str | None) -> Detection | None:
+    if not model:
+        return None
+    path = Path(str(model).split(",")[0]).expanduser()
+    if not path.is_dir():
+        return None  # a hub id: nothing local to read
+    from lfkit.plugin_manager import get_manager
+
+    return detect(path, get_manager().models.in_registration_order())
+
+
+def requirement_problem(family, installed=distribution_version) -> str | None:
+    from packaging.specifiers import SpecifierSet
+
+    for dist, spec in family.requires.items():
+        version = installed(dist)
+        if version is None or version not in SpecifierSet(spec):
+            why = f" ({family.requires_why})" if family.requires_why else ""
+            return (
+                f"{family.name} models need {dist}{spec}{why}; installed: {version or 'none'}. "
+                f"Fix: pip install '{dist}{spec}'"
+            )
+    return None
+
+
+def defaults_for(command: str, args: dict, detection: Detection) -> dict:
+    """The keys the family would fill in ``args`` (those the user left unset)."""
+    family = detection.family
+    filled = {}
+    if family is None:
+        return filled
+    if not args.get("template"):
+        filled["template"] = family.template
+    lora = str(args.get("finetuning_type") or "lora") == "lora"
+    if command == "train" and lora and not args.get("lora_target"):
+        filled["lora_target"] = family.lora_target
+    return filled
+
+
+def apply(command: str, args: dict) -> None:
+    model = args.get("model_name_or_path")
+    detection = detect_model(model)
+    if detection is None or detection.family is None:
+        return
+    family = detection.family
+    problem = requirement_problem(family)
+    if problem:
+        stop_run(problem)
+    if family.remote_code and not _truthy(args.get("trust_remote_code")):
+        files = ", ".join(remote_code_files(model)) or "(none found in the folder)"
+        stop_run(
+            f"model {model} is {family.name}, which runs Python code from its folder ({files}); "
+            "read it, then pass trust_remote_code=true to allow it"
+        )
+    args.update(defaults_for(command, args, detection))
