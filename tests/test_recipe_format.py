@@ -71,4 +71,6 @@ def test_an_unset_optional_parameter_drops_its_key(tmp_path, tiny_llama):
         }
     )
     plan = resolve(recipe, parse_assignments([f"model={tiny_llama}"]))
-    assert plan.steps[0].args == {"model_name_or_path": str(tiny_llama)}
+    args = plan.steps[0].args
+    assert "adapter_name_or_path" not in args and args["model_name_or_path"] == str(tiny_llama)
+    assert args["template"] == "llama2"  # the llama2 family's default, filled by the model plugin

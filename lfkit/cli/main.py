@@ -138,6 +138,8 @@ from .models import models_app  # noqa: E402
 
 app.add_typer(models_app, name="models")
 
+from . import experiments  # noqa: E402, F401  (registers `lfkit eval`, `sweep`, `compare` on app)
+
 
 def main() -> None:
     try:

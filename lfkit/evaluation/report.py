@@ -29,7 +29,8 @@ def _read(folder: Path) -> dict:
     return json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
 
 
-def _losses(train_dir: Path | None) -> list[tuple[int, float]]:
+def loss_points(train_dir: Path | None) -> list[tuple[int, float]]:
+    """(step, loss) pairs from LLaMA-Factory's trainer_log.jsonl in a training folder."""
     log = Path(train_dir) / "trainer_log.jsonl" if train_dir else None
     if log is None or not log.is_file():
         return []
@@ -81,7 +82,7 @@ def before_after(summary_dir: Path, before_dir: Path, after_dir: Path, train_dir
     }
     summary_dir = Path(summary_dir)
     write_json(summary_dir / "metrics.json", summary)
-    save_plot(summary_dir / "metrics.png", before, after, _losses(train_dir))
+    save_plot(summary_dir / "metrics.png", before, after, loss_points(train_dir))
     table = Table(title=f"{summary['dataset']}: before / after fine-tuning", title_justify="left")
     for column in ("metric", "before", "after"):
         table.add_column(column, justify="left" if column == "metric" else "right")

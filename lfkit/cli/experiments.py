@@ -1,0 +1,92 @@
+"""`lfkit eval`, `lfkit sweep` and `lfkit compare`: measuring models and A/B-testing hyperparameters."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import UsageError
+from .main import app
+from .output import console, fail
+from .recipes import ASSIGNMENTS, CONFIG, get_recipe, run_recipe
+
+EVAL_OPTION = typer.Option(..., "--eval", help="The test split every variant is measured on (a dataset name).")
+METRIC_OPTION = typer.Option("exact_match", "--metric", help="Rank by exact_match, precision, recall or f1.")
+METRICS = ("exact_match", "precision", "recall", "f1")
+
+
+@app.command("eval")
+def evaluate(
+    assignments: Optional[list[str]] = ASSIGNMENTS,
+    config: Optional[Path] = CONFIG,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace finished results in output_dir."),
+):
+    """Measure a model on a test split: model=..., optionally adapter=, dataset=, output_dir= (recipe eval-telecom)."""
+    run_recipe("eval-telecom", assignments, config, overwrite, dry_run=False)
+
+
+def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, overwrite):
+    import contextlib
+    import sys
+
+    from lfkit.recipes.resolve import read_config
+    from lfkit.recipes.runner import StepFailed
+    from lfkit.recipes.sweep import Sweep
+
+    from .recipes import _quiet_llamafactory
+
+    if metric not in METRICS:
+        raise UsageError(f"--metric {metric}: one of {', '.join(METRICS)}")
+    recipe = get_recipe(recipe_name).value
+    out = (output_dir or Path("runs") / f"sweep-{recipe_name}-{_dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
+    sweep = Sweep(recipe, grid, assignments or [], read_config(config), dataset, out, metric)
+    sweep.check_folder(overwrite)
+    with contextlib.redirect_stdout(sys.stderr), _quiet_llamafactory():
+        plans = sweep.plans()
+    console.print(f"lfkit: {len(plans)} variants of {recipe_name} -> {out}", highlight=False)
+    try:
+        sweep.run(plans, echo=lambda line: console.print(line, highlight=False))
+    except StepFailed as exc:
+        fail(f"{exc}; run the same command again to continue the sweep", code=1)
+
+
+@app.command("sweep")
+def sweep_command(
+    recipe: str = typer.Argument(..., help="The recipe every variant runs (see `lfkit recipes`)."),
+    assignments: Optional[list[str]] = ASSIGNMENTS,
+    grid: list[str] = typer.Option(..., "--grid", help="key=v1,v2,... (repeat for a grid: every combination runs)."),
+    dataset: str = EVAL_OPTION,
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="The sweep folder."),
+    metric: str = METRIC_OPTION,
+    config: Optional[Path] = CONFIG,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished sweep."),
+):
+    """A/B-test hyperparameters: every variant with the same data and seed, each evaluated and ranked."""
+    from lfkit.recipes.sweep import parse_grid
+
+    _sweep(recipe, parse_grid(grid), assignments, config, dataset, output_dir, metric, overwrite)
+
+
+@app.command("compare")
+def compare_command(
+    recipe: str = typer.Argument(..., help="The recipe every model runs (see `lfkit recipes`)."),
+    assignments: Optional[list[str]] = ASSIGNMENTS,
+    dataset: str = EVAL_OPTION,
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="The comparison folder."),
+    metric: str = METRIC_OPTION,
+    config: Optional[Path] = CONFIG,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished comparison."),
+):
+    """Compare models: the same recipe, data and hyperparameters on model=a,b,c, each evaluated and ranked."""
+    rest, models = [], None
+    for item in assignments or []:
+        if item.startswith("model="):
+            models = [m.strip() for m in item[len("model=") :].split(",") if m.strip()]
+        else:
+            rest.append(item)
+    if not models or len(models) < 2:
+        raise UsageError("compare needs model=a,b[,c...] with two or more models")
+    _sweep(recipe, {"model": models}, rest, config, dataset, output_dir, metric, overwrite)

@@ -1,0 +1,191 @@
+"""A/B runs: one recipe, several variants (a hyperparameter grid, or several models), each evaluated.
+
+Seed 001's tuning phase (fix the data, vary hyperparameters) and comparison phase
+(fix data and hyperparameters, vary the model). Every variant is the recipe plus
+an eval step, run by the ordinary runner into ``SWEEP_DIR/<variant>/``: each step
+in its own process, with the same data and seed. A finished variant is kept, so an
+interrupted sweep started again runs only what is missing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from lfkit.atomic import write_json
+from lfkit.errors import UsageError
+
+from .resolve import Plan, parse_assignments, resolve
+from .runner import FINISHED, Runner, read_record
+from .spec import Recipe, Step
+
+SWEEP_FILE = "sweep.json"
+EVAL_STEP = "eval"
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, eq, values = item.partition("=")
+        key = key.strip()
+        options = [v.strip() for v in values.split(",") if v.strip()]
+        if not eq or not key or not options:
+            raise UsageError(f"--grid expects key=v1,v2,..., got {item!r}")
+        if key in grid:
+            raise UsageError(f"--grid {key} given twice")
+        grid[key] = options
+    return grid
+
+
+def variants(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def _short(key: str, value: str) -> str:
+    if key in ("model", "model_name_or_path", "adapter", "adapter_name_or_path"):
+        value = Path(value.rstrip("/")).name or value
+    return value
+
+
+def variant_names(items: list[dict[str, str]]) -> list[str]:
+    names: list[str] = []
+    for values in items:
+        base = "_".join(f"{k}={_short(k, v)}" for k, v in values.items())
+        base = re.sub(r"[^A-Za-z0-9_.=+\-]", "-", base) or "variant"
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}-{n}", n + 1
+        names.append(name)
+    return names
+
+
+def _trained_step(recipe: Recipe) -> Step:
+    for step in reversed(recipe.steps):
+        if step.command in ("train", "export"):
+            return step
+    raise UsageError(f"recipe {recipe.name} trains and merges nothing; sweep and compare need a train or export step")
+
+
+def with_eval(recipe: Recipe, dataset: str) -> Recipe:
+    """The recipe as a multi-step one, with an eval step of what it produced."""
+    if any(s.name == EVAL_STEP for s in recipe.steps):
+        raise UsageError(f"recipe {recipe.name} has a step named {EVAL_STEP!r} already")
+    _trained_step(recipe)
+    model_ref = "${model}" if "model" in recipe.params else None
+    if model_ref is None:
+        raise UsageError(f"recipe {recipe.name} takes no model=; sweep and compare need one")
+    eval_step = Step(EVAL_STEP, "eval", {"model_name_or_path": model_ref, "eval_dataset": dataset})
+    # A name that is not one of the built-in ones: the steps get folders of their own.
+    return replace(recipe, steps=(*recipe.steps, eval_step), name=recipe.name)
+
+
+def _wire_eval(plan: Plan, trained: Step) -> None:
+    """Point the eval step at what the trained step made, with that step's template and consent."""
+    produced = next(s for s in plan.steps if s.name == trained.name)
+    evaluation = plan.steps[-1]
+    carried = ("template", "trust_remote_code", "dataset_dir", "cutoff_len")
+    evaluation.args.update({k: produced.args[k] for k in carried if k in produced.args})
+    if produced.command == "train":
+        evaluation.args["model_name_or_path"] = produced.args["model_name_or_path"]
+        evaluation.args["adapter_name_or_path"] = str(produced.dir)
+        evaluation.args["finetuning_type"] = produced.args.get("finetuning_type", "lora")
+    else:
+        evaluation.args["model_name_or_path"] = str(produced.dir)
+        evaluation.args.pop("adapter_name_or_path", None)
+
+
+class Sweep:
+    def __init__(
+        self,
+        recipe: Recipe,
+        grid: dict[str, list[str]],
+        assignments: list[str],
+        config: dict[str, Any],
+        dataset: str,
+        out: Path,
+        metric: str = "exact_match",
+    ) -> None:
+        self.recipe, self.grid, self.dataset, self.out, self.metric = recipe, grid, dataset, out, metric
+        self.given = parse_assignments(assignments)
+        overlap = set(self.given) & set(grid)
+        if overlap:
+            raise UsageError(f"{', '.join(sorted(overlap))} given both as key=value and as --grid")
+        if "output_dir" in self.given or "output_dir" in grid:
+            raise UsageError("a sweep chooses each variant's output_dir; give --output-dir for the sweep folder")
+        self.config = config
+        self.items = variants(grid)
+        self.names = variant_names(self.items)
+        self.wrapped = with_eval(recipe, dataset)
+        self.trained = _trained_step(recipe)
+
+    def plans(self) -> list[Plan]:
+        """Every variant resolved and validated before the first one starts."""
+        plans = []
+        for name, values in zip(self.names, self.items, strict=True):
+            assignments = {**self.given, **values, "output_dir": str(self.out / name)}
+            plan = resolve(self.wrapped, assignments, self.config)
+            _wire_eval(plan, self.trained)
+            plans.append(plan)
+        return plans
+
+    def record(self, status: str, rows: list[dict] | None = None) -> dict:
+        return {
+            "recipe": self.recipe.name,
+            "grid": self.grid,
+            "params": self.given,
+            "eval_dataset": self.dataset,
+            "metric": self.metric,
+            "variants": dict(zip(self.names, self.items, strict=True)),
+            "status": status,
+            "results": rows or [],
+        }
+
+    def check_folder(self, overwrite: bool) -> None:
+        previous = read_record_file(self.out)
+        if previous is None:
+            if self.out.exists() and any(self.out.iterdir()):
+                raise UsageError(f"{self.out} holds files that are not an lfkit sweep; choose a new or empty folder")
+            return
+        if overwrite:
+            import shutil
+
+            shutil.rmtree(self.out)
+            return
+        if previous.get("status") == FINISHED:
+            raise UsageError(f"{self.out} holds a finished sweep; pass --overwrite to run it again")
+        mine = self.record("running")
+        for key in ("recipe", "grid", "params", "eval_dataset"):
+            if previous.get(key) != mine[key]:
+                raise UsageError(
+                    f"{self.out} holds an unfinished sweep with another {key}; "
+                    "run it with the same arguments to continue, or pass --overwrite"
+                )
+
+    def run(self, plans: list[Plan], echo) -> list[dict]:
+        write_json(self.out / SWEEP_FILE, self.record("running"))
+        for name, plan in zip(self.names, plans, strict=True):
+            record = read_record(plan.output_dir)
+            if record and record.get("status") == FINISHED:
+                echo(f"lfkit: variant {name}: finished earlier, kept")
+                continue
+            echo(f"lfkit: variant {name}")
+            Runner(plan, echo=echo).run()
+        from lfkit.evaluation.compare import collect, write_comparison
+
+        rows = collect(self.out, self.names, self.items, self.trained.name, EVAL_STEP, self.metric)
+        write_comparison(self.out, rows, list(self.grid), self.metric)
+        write_json(self.out / SWEEP_FILE, self.record(FINISHED, rows))
+        return rows
+
+
+def read_record_file(folder: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads((Path(folder) / SWEEP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
