@@ -15,6 +15,7 @@ import inspect
 import logging
 
 from lfkit.patching import Patch, PatchContext, SkipPatch
+from lfkit.remote_code import on_remote_class
 
 from .family import ModelFamily
 
@@ -82,19 +83,14 @@ def mend(cls) -> None:
 
 
 def _apply_tokenizer(dynamic_module_utils, ctx: PatchContext) -> str:
-    original = dynamic_module_utils.get_class_in_module
-
-    @functools.wraps(original)
-    def get_class_in_module(class_name, module_path, *args, **kwargs):
-        cls = original(class_name, module_path, *args, **kwargs)
+    def check(cls, module) -> None:
         if isinstance(cls, type) and needs_mend(cls):
             mend(cls)
             logger.warning(
-                "lfkit: %s from %s: sp_model now loads before super().__init__()", TOKENIZER_CLASS, module_path
+                "lfkit: %s (%s): sp_model now loads before super().__init__()", TOKENIZER_CLASS, cls.__module__
             )
-        return cls
 
-    ctx.replace(dynamic_module_utils, "get_class_in_module", get_class_in_module)
+    on_remote_class(dynamic_module_utils, ctx, check)
     return "mends each remote BaichuanTokenizer that sets sp_model too late"
 
 

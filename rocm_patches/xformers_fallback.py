@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 import types
 
 from lfkit.patching import Patch, PatchContext
+from lfkit.remote_code import on_remote_class
 
 logger = logging.getLogger("lfkit.rocm_patches.xformers")
 
@@ -130,17 +130,11 @@ def fix_module(module) -> str | None:
 
 
 def _apply(dynamic_module_utils, ctx: PatchContext) -> str:
-    original = dynamic_module_utils.get_class_in_module
-
-    @functools.wraps(original)
-    def get_class_in_module(class_name, module_path, *args, **kwargs):
-        cls = original(class_name, module_path, *args, **kwargs)
-        module = sys.modules.get(getattr(cls, "__module__", ""))
+    def check(cls, module) -> None:
         if module is not None:
             fix_module(module)
-        return cls
 
-    ctx.replace(dynamic_module_utils, "get_class_in_module", get_class_in_module)
+    on_remote_class(dynamic_module_utils, ctx, check)
     return "checks each remote-code module that transformers loads"
 
 
