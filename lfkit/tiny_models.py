@@ -2,7 +2,8 @@
 
 No hub is reachable from CI or from an air-gapped cluster node, so the offline
 demo and the tests build their own models: a few layers, a byte-level BPE
-tokenizer trained here on Chinese and English text, saved in the ordinary
+tokenizer (one piece per Chinese character) trained here on Chinese and English
+text, saved in the ordinary
 Hugging Face layout that LLaMA-Factory loads like any other local model folder.
 Built once per (family, builder version, transformers version), then cached.
 """
