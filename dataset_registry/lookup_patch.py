@@ -21,6 +21,8 @@ from lfkit.patching import Patch, PatchContext
 
 logger = logging.getLogger("lfkit.datasets")
 DATA_CONFIG = "dataset_info.json"
+# LLaMA-Factory's own default (DataArguments.dataset_dir)
+DEFAULT_DATASET_DIR = "data"
 
 
 def _registry() -> dict[str, Any]:
@@ -29,7 +31,8 @@ def _registry() -> dict[str, Any]:
     return {entry.name: entry for entry in get_manager().datasets.entries()}
 
 
-def _user_entries(dataset_dir: str | Path) -> dict[str, Any] | None:
+def user_entries(dataset_dir: str | Path) -> dict[str, Any] | None:
+    """The entries of dataset_dir/dataset_info.json with absolute file names; None without the file."""
     path = Path(dataset_dir) / DATA_CONFIG
     if not path.is_file():
         return None
@@ -61,7 +64,7 @@ def merged_info(names: list[str] | None, user: dict[str, Any] | None) -> dict[st
 
 def materialize(out_dir: Path, user_dataset_dir: str | Path | None = None) -> Path:
     """Write out_dir/dataset_info.json holding the user's entries and every registry dataset."""
-    user = _user_entries(user_dataset_dir) if user_dataset_dir else None
+    user = user_entries(user_dataset_dir) if user_dataset_dir else None
     write_json(Path(out_dir) / DATA_CONFIG, merged_info(None, user))
     return Path(out_dir)
 
@@ -78,7 +81,7 @@ def _apply(loader, ctx: PatchContext) -> None:
         wanted = [name for name in dataset_names if name in registry]
         if not wanted:
             return original(dataset_names, dataset_dir)
-        user = _user_entries(dataset_dir)
+        user = user_entries(dataset_dir)
         if user is None and len(wanted) < len(dataset_names):
             return original(dataset_names, dataset_dir)  # LLaMA-Factory's own error for the unknown ones
         return original(dataset_names, merged_info(wanted, user))

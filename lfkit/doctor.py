@@ -27,6 +27,11 @@ PACKAGES = (
 PTH_NAME = "lfkit-autoload.pth"
 
 
+def versions(names=PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution (None where absent), without importing any of them."""
+    return {name: distribution_version(name) for name in names}
+
+
 def autoload_pth() -> Path | None:
     dirs = [*site.getsitepackages(), site.getusersitepackages()]
     for folder in dirs:
@@ -65,7 +70,7 @@ def collect(manager) -> dict[str, Any]:
         "lfkit": __version__,
         "python": sys.version.split()[0],
         "platform": platform.as_dict(),
-        "versions": {name: distribution_version(name) for name in PACKAGES},
+        "versions": versions(),
         "activation": activation_report(),
         "patches": patches,
         "bitsandbytes": bitsandbytes,

@@ -51,7 +51,7 @@ def _apply_auto_map(tokenization_auto, ctx: PatchContext) -> str:
         return config
 
     ctx.replace(tokenization_auto, "get_tokenizer_config", get_tokenizer_config)
-    return None
+    return "supplies a missing AutoTokenizer auto_map for a local ChatGLMTokenizer folder"
 
 
 AUTO_MAP_PATCH = Patch(

@@ -187,7 +187,7 @@ def resolve(
             dirs[step.name] = None
         else:
             dirs[step.name] = output_dir if recipe.single else output_dir / step.name
-    scope_base = {**{k: (_UNSET if v in (None, "") else v) for k, v in params.items()}}
+    scope_base = {k: (_UNSET if v in (None, "") else v) for k, v in params.items()}
     scope_base["output_dir"] = str(output_dir) if output_dir else _UNSET
     for name, d in dirs.items():
         scope_base[f"steps.{name}"] = str(d) if d else _UNSET

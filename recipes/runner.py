@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,11 @@ class StepFailed(RuntimeError):
     """A step's process exited non-zero; its own output says why."""
 
 
-def read_record(folder: Path | None) -> dict | None:
+def read_record(folder: Path | None, name: str = RUN_FILE) -> dict | None:
+    """The JSON record ``name`` (run.json unless told) of a folder; None if absent or unreadable."""
     if folder is None:
         return None
-    path = Path(folder) / RUN_FILE
+    path = Path(folder) / name
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -85,9 +87,9 @@ def _differences(old: dict, new: dict) -> list[str]:
     return diffs
 
 
-def refuse_finished(out: Path | None, overwrite: bool) -> None:
+def refuse_finished(out: Path | None, overwrite: bool, record: dict | None = None) -> None:
     """The cheap first check, before anything is imported: a finished run stays untouched."""
-    record = read_record(out)
+    record = record if record is not None else read_record(out)
     if record and record.get("status") == FINISHED and not overwrite:
         raise UsageError(
             f"output_dir {out} holds a finished run of {record.get('recipe')}; pass --overwrite to replace it"
@@ -108,13 +110,10 @@ def check_output_dir(plan: Plan, overwrite: bool) -> str:
         raise UsageError(f"output_dir {out} holds files that are not an lfkit run; choose a new or empty folder")
     if record.get("status") == RUNNING and _alive(record.get("pid")) and record.get("pid") != os.getpid():
         raise UsageError(f"output_dir {out} has a run in progress (pid {record.get('pid')})")
+    refuse_finished(out, overwrite, record)
     if overwrite:
         shutil.rmtree(out)
         return "fresh"
-    if record.get("status") == FINISHED:
-        raise UsageError(
-            f"output_dir {out} holds a finished run of {record.get('recipe')}; pass --overwrite to replace it"
-        )
     diffs = _differences(record.get("plan", {}), _normal(_plan_record(plan)))
     if record.get("recipe") != plan.recipe.name or diffs:
         what = diffs[0] if diffs else f"recipe {record.get('recipe')}"
@@ -126,9 +125,9 @@ def check_output_dir(plan: Plan, overwrite: bool) -> str:
 
 
 def versions() -> dict[str, str | None]:
-    from lfkit.patching import distribution_version
+    from lfkit.doctor import versions as installed_versions
 
-    return {name: distribution_version(name) for name in VERSIONS}
+    return installed_versions(VERSIONS)
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -203,9 +202,7 @@ class Runner:
                 args["overwrite_output_dir"] = True
         write_text(
             folder / LF_ARGS_FILE,
-            export_yaml(
-                ResolvedStep(step.name, step.command, step.dir, args, step.lfkit_args, step.notes), self.plan.recipe
-            ),
+            export_yaml(replace(step, args=args), self.plan.recipe),
         )
         from lfkit.platform_detect import detect_platform
 

@@ -75,12 +75,12 @@ def with_eval(recipe: Recipe, dataset: str) -> Recipe:
     if any(s.name == EVAL_STEP for s in recipe.steps):
         raise UsageError(f"recipe {recipe.name} has a step named {EVAL_STEP!r} already")
     _trained_step(recipe)
-    model_ref = "${model}" if "model" in recipe.params else None
-    if model_ref is None:
+    if "model" not in recipe.params:
         raise UsageError(f"recipe {recipe.name} takes no model=; sweep and compare need one")
-    eval_step = Step(EVAL_STEP, "eval", {"model_name_or_path": model_ref, "eval_dataset": dataset})
-    # A name that is not one of the built-in ones: the steps get folders of their own.
-    return replace(recipe, steps=(*recipe.steps, eval_step), name=recipe.name)
+    # _wire_eval points it at what the trained step made, once the plan is resolved.
+    eval_step = Step(EVAL_STEP, "eval", {"model_name_or_path": "${model}", "eval_dataset": dataset})
+    # Two steps or more: each gets a folder of its own under the variant's folder.
+    return replace(recipe, steps=(*recipe.steps, eval_step))
 
 
 def _wire_eval(plan: Plan, trained: Step) -> None:
@@ -145,7 +145,9 @@ class Sweep:
         }
 
     def check_folder(self, overwrite: bool) -> None:
-        previous = read_record_file(self.out)
+        if self.out.exists() and not self.out.is_dir():
+            raise UsageError(f"{self.out} is a file; a sweep needs a folder")
+        previous = read_record(self.out, SWEEP_FILE)
         if previous is None:
             if self.out.exists() and any(self.out.iterdir()):
                 raise UsageError(f"{self.out} holds files that are not an lfkit sweep; choose a new or empty folder")
@@ -177,15 +179,6 @@ class Sweep:
         from lfkit.evaluation.compare import collect, write_comparison
 
         rows = collect(self.out, self.names, self.items, self.trained.name, EVAL_STEP, self.metric)
-        write_comparison(self.out, rows, list(self.grid), self.metric)
+        write_comparison(self.out, rows, list(self.grid), self.metric, self.trained.name)
         write_json(self.out / SWEEP_FILE, self.record(FINISHED, rows))
         return rows
-
-
-def read_record_file(folder: Path) -> dict | None:
-    import json
-
-    try:
-        return json.loads((Path(folder) / SWEEP_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

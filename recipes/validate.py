@@ -6,7 +6,6 @@ it; none of these load a model.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -66,15 +65,15 @@ def check_adapter(value: str) -> None:
 
 
 def check_datasets(value: str, dataset_dir: str | None, where: str) -> None:
+    from lfkit.dataset_registry.lookup_patch import DATA_CONFIG, DEFAULT_DATASET_DIR, user_entries
     from lfkit.plugin_manager import get_manager
 
-    user = Path(dataset_dir or "data") / "dataset_info.json"
-    names: set[str] = set(get_manager().datasets.names())
-    if user.is_file():
-        try:
-            names |= set(json.loads(user.read_text(encoding="utf-8")))
-        except ValueError as exc:
-            raise UsageError(f"{user}: malformed JSON ({exc})") from None
+    folder = dataset_dir or DEFAULT_DATASET_DIR
+    try:
+        user = user_entries(folder) or {}
+    except ValueError as exc:
+        raise UsageError(f"{Path(folder) / DATA_CONFIG}: malformed JSON ({exc})") from None
+    names = set(get_manager().datasets.names()) | set(user)
     for name in (n.strip() for n in str(value).split(",")):
         if name and name not in names:
             import difflib

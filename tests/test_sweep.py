@@ -99,3 +99,11 @@ def test_bad_sweep_input_is_one_line(tmp_path, tiny_llama):
     assert result.stderr.strip() == "lfkit: error: --grid expects key=v1,v2,..., got 'learning_rate'"
     single = run([LFKIT, "compare", "sft-lora-single", f"model={tiny_llama}", "--eval", "x"], env=clean_env())
     assert single.stderr.strip() == "lfkit: error: compare needs model=a,b[,c...] with two or more models"
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a folder\n")
+    into_file = run([LFKIT, "sweep", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
+                     "--grid", "learning_rate=1e-3,1e-2", "--eval", "telecom_demo_test", "-o", a_file],
+                    env=clean_env())  # fmt: skip
+    assert into_file.returncode == 2
+    assert into_file.stderr.strip() == f"lfkit: error: {a_file} is a file; a sweep needs a folder"
+    assert a_file.read_text() == "not a folder\n"

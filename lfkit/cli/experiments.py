@@ -11,7 +11,7 @@ import typer
 from ..errors import UsageError
 from .main import app
 from .output import console, fail
-from .recipes import ASSIGNMENTS, CONFIG, get_recipe, run_recipe
+from .recipes import ASSIGNMENTS, CONFIG, get_recipe, quiet_resolution, run_recipe
 
 EVAL_OPTION = typer.Option(..., "--eval", help="The test split every variant is measured on (a dataset name).")
 METRIC_OPTION = typer.Option("exact_match", "--metric", help="Rank by exact_match, precision, recall or f1.")
@@ -29,14 +29,9 @@ def evaluate(
 
 
 def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, overwrite):
-    import contextlib
-    import sys
-
     from lfkit.recipes.resolve import read_config
     from lfkit.recipes.runner import StepFailed
     from lfkit.recipes.sweep import Sweep
-
-    from .recipes import _quiet_llamafactory
 
     if metric not in METRICS:
         raise UsageError(f"--metric {metric}: one of {', '.join(METRICS)}")
@@ -44,7 +39,7 @@ def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, 
     out = (output_dir or Path("runs") / f"sweep-{recipe_name}-{_dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
     sweep = Sweep(recipe, grid, assignments or [], read_config(config), dataset, out, metric)
     sweep.check_folder(overwrite)
-    with contextlib.redirect_stdout(sys.stderr), _quiet_llamafactory():
+    with quiet_resolution():
         plans = sweep.plans()
     console.print(f"lfkit: {len(plans)} variants of {recipe_name} -> {out}", highlight=False)
     try:

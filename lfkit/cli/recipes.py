@@ -41,19 +41,24 @@ def plan_for(name: str, assignments: list[str] | None, config: Path | None, on_o
     from lfkit.recipes.resolve import parse_assignments, read_config, resolve
 
     recipe = get_recipe(name).value
-    # LLaMA-Factory logs to stdout from its first import: keep stdout for lfkit's own output
-    # (--dry-run JSON), and its warnings out of a one-line error. Step processes log as usual.
-    with contextlib.redirect_stdout(sys.stderr), _quiet_llamafactory():
+    with quiet_resolution():
         return resolve(recipe, parse_assignments(assignments or []), read_config(config), on_output_dir)
 
 
 @contextlib.contextmanager
-def _quiet_llamafactory():
+def quiet_resolution():
+    """While lfkit resolves a plan in its own process.
+
+    LLaMA-Factory logs to stdout from its first import: keep stdout for lfkit's own
+    output (--dry-run JSON), and its warnings out of a one-line error. The step
+    processes start after this and log as usual.
+    """
     previous = os.environ.get("LLAMAFACTORY_VERBOSITY")
     if previous is None:
         os.environ["LLAMAFACTORY_VERBOSITY"] = "ERROR"
     try:
-        yield
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
     finally:
         if previous is None:
             os.environ.pop("LLAMAFACTORY_VERBOSITY", None)
@@ -166,13 +171,7 @@ def run_recipe(
         f"{plan.recipe.name}: done" + (f" -> {plan.output_dir}" if plan.output_dir else ""),
         ["step", "command", "status", "seconds", "folder"],
         [
-            (
-                r.get("step"),
-                r.get("command"),
-                r.get("status"),
-                r.get("seconds"),
-                (r.get("plan", {}).get(r.get("step"), {}) or {}).get("dir"),
-            )
-            for r in records
+            (s.name, s.command, r.get("status"), r.get("seconds"), s.dir)
+            for s, r in zip(plan.steps, records, strict=True)
         ],
     )

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from lfkit.atomic import write_text
 
-from .report import HEADLINE, loss_points
+from .report import HEADLINE, loss_points, new_figure, save_figure
 
 console = Console()
 
@@ -52,7 +52,7 @@ def _cell(value) -> str:
     return "" if value is None else str(value)
 
 
-def write_comparison(out: Path, rows: list[dict], keys: list[str], metric: str) -> None:
+def write_comparison(out: Path, rows: list[dict], keys: list[str], metric: str, trained_step: str) -> None:
     columns = _columns(keys)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[*columns, "folder"], extrasaction="ignore")
@@ -67,7 +67,7 @@ def write_comparison(out: Path, rows: list[dict], keys: list[str], metric: str) 
     ]
     lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
     write_text(out / "comparison.md", "\n".join(lines) + "\n")
-    _plot(out, rows)
+    _plot(out, rows, trained_step)
     table = Table(title=f"ranked by {metric}", title_justify="left")
     for c in columns:
         table.add_column(c, no_wrap=c == "variant")
@@ -77,25 +77,14 @@ def write_comparison(out: Path, rows: list[dict], keys: list[str], metric: str) 
     console.print(f"table: {out / 'comparison.csv'}, {out / 'comparison.md'}  plot: {out / 'loss_curves.png'}")
 
 
-def _plot(out: Path, rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+def _plot(out: Path, rows: list[dict], trained_step: str) -> None:
+    fig, ax = new_figure(figsize=(7, 4))
     for row in rows:
-        train_dirs = [p for p in Path(row["folder"]).iterdir() if (p / "trainer_log.jsonl").is_file()]
-        for train_dir in train_dirs[:1]:
-            points = loss_points(train_dir)
-            if points:
-                ax.plot([s for s, _ in points], [v for _, v in points], label=f"#{row['rank']} {row['variant']}")
+        points = loss_points(Path(row["folder"]) / trained_step)
+        if points:
+            ax.plot([s for s, _ in points], [v for _, v in points], label=f"#{row['rank']} {row['variant']}")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title("training loss per variant")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    tmp = out / ".loss_curves.tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out / "loss_curves.png")
+    save_figure(fig, out / "loss_curves.png")

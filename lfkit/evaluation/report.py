@@ -42,14 +42,30 @@ def loss_points(train_dir: Path | None) -> list[tuple[int, float]]:
     return points
 
 
-def save_plot(path: Path, before: dict, after: dict, losses: list[tuple[int, float]]) -> None:
+def new_figure(*args, **kwargs):
+    """``plt.subplots`` on the Agg backend: plots are files, and the machine may have no display."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(*args, **kwargs)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write the figure as a PNG atomically (complete or absent) and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def save_plot(path: Path, before: dict, after: dict, losses: list[tuple[int, float]]) -> None:
     panels = 2 if losses else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
+    fig, axes = new_figure(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
     ax = axes[0][0]
     xs = range(len(HEADLINE))
     ax.bar([x - 0.2 for x in xs], [before.get(k, 0) for k in HEADLINE], width=0.4, label="before")
@@ -64,11 +80,7 @@ def save_plot(path: Path, before: dict, after: dict, losses: list[tuple[int, flo
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
         ax.set_title("training loss")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def before_after(summary_dir: Path, before_dir: Path, after_dir: Path, train_dir: Path | None = None) -> dict:

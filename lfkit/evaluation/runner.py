@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lfkit.atomic import write_json, write_text
-from lfkit.dataset_registry.lookup_patch import _user_entries, merged_info
+from lfkit.dataset_registry.lookup_patch import DEFAULT_DATASET_DIR, merged_info, user_entries
 from lfkit.dataset_registry.spec import ALPACA_DEFAULTS, SHAREGPT_DEFAULTS, load_rows
 from lfkit.errors import UsageError
 
@@ -22,7 +22,7 @@ from .metrics import summarize
 
 
 def dataset_entry(name: str, dataset_dir: str | Path | None) -> dict[str, Any]:
-    entries = merged_info([name], _user_entries(dataset_dir or "data"))
+    entries = merged_info([name], user_entries(dataset_dir or DEFAULT_DATASET_DIR))
     if name not in entries:
         raise UsageError(f"unknown dataset {name!r}: see `lfkit datasets`, or give dataset_dir=")
     entry = entries[name]
@@ -61,10 +61,7 @@ def _sharegpt(row: dict, columns: dict[str, str], tags: dict[str, str]) -> tuple
 
 def examples(name: str, dataset_dir: str | Path | None, max_samples: int | None = None) -> list[dict]:
     entry = dataset_entry(name, dataset_dir)
-    file = Path(entry["file_name"])
-    if not file.is_absolute():
-        file = Path(dataset_dir or "data") / file
-    rows = load_rows(file)
+    rows = load_rows(Path(entry["file_name"]))  # absolute: merged_info made it so
     if max_samples:
         rows = rows[:max_samples]
     columns, tags = entry.get("columns", {}), entry.get("tags", {})
