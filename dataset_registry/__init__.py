@@ -7,6 +7,7 @@ plugin's; the lookup patch makes plain `llamafactory-cli` find them by name.
 
 from pathlib import Path
 
+from lfkit import problems
 from lfkit.hookspecs import hookimpl
 
 from . import lookup_patch, state
@@ -26,14 +27,14 @@ BUNDLED = {
         synthetic=True,
         description=SYNTHETIC + " (held-out phrasings)",
     ),
-    # seed 000's one-dialogue dataset, with its dataset_info.json entry
+    # the one-dialogue sharegpt dataset of the DCU field guide, with its dataset_info.json entry
     "sharegpt_single": DatasetSpec(
         DATA / "sharegpt_single.json",
         formatting="sharegpt",
         columns={"messages": "conversations"},
         tags={k: SHAREGPT_DEFAULTS[k] for k in ("role_tag", "content_tag", "user_tag", "assistant_tag")},
         origin="bundled",
-        description="seed 000's single dialogue",
+        description="a single sharegpt dialogue, as in the DCU field guide",
     ),
 }
 
@@ -45,7 +46,12 @@ def lfkit_register_datasets(register):
     for name, spec in BUNDLED.items():
         register(name, spec)
     for name, spec in state.load().items():
-        register(name, spec)
+        try:
+            register(name, spec)
+        except ValueError as exc:  # a name the bundled data or a plugin holds already
+            problems.report(
+                f"dataset registry {state.state_file()}: {exc}", f"`lfkit data remove {name}` and register another name"
+            )
 
 
 @hookimpl

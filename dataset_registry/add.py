@@ -5,12 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from lfkit.errors import UsageError
+from lfkit.registry import valid_name
 
 from . import state
 from .spec import DatasetSpec, check_rows, load_rows
 
 
-def add(name: str, file: Path, formatting: str, columns: dict[str, str], tags: dict[str, str], registry) -> DatasetSpec:
+def add(
+    name: str,
+    file: Path,
+    formatting: str,
+    columns: dict[str, str],
+    tags: dict[str, str],
+    registry,
+    replace: bool = False,
+) -> DatasetSpec:
+    if not valid_name(name):
+        raise UsageError(f"dataset name {name!r}: use letters, digits, '_', '-', '.', starting with a letter or digit")
     existing = registry.get(name)
     if existing is not None and existing.value.origin not in ("added", "prepared"):
         raise UsageError(f"dataset {name!r} is already registered by {existing.plugin}; pick another name")
@@ -24,5 +35,5 @@ def add(name: str, file: Path, formatting: str, columns: dict[str, str], tags: d
     if formatting == "alpaca" and "query" not in columns and not any("input" in row for row in rows):
         columns = {**columns, "query": None}  # LLaMA-Factory would look for an "input" column
     spec = DatasetSpec(file, formatting=formatting, columns=columns, tags=tags, origin="added")
-    state.save({name: spec})
+    state.save({name: spec}, replace=replace)
     return spec

@@ -139,3 +139,19 @@ def check_rows(path: Path, rows: list[dict], formatting: str, columns: dict[str,
                     f"{path}: row {number}, message {turn}: role {message[t['role_tag']]!r} is none of "
                     f"{sorted(roles)} (set the tags)"
                 )
+        _check_turns(path, number, [m[t["role_tag"]] for m in messages], t)
+
+
+def _check_turns(path: Path, number: int, roles: list[str], t: dict[str, str]) -> None:
+    """LLaMA-Factory trains on (user, assistant) pairs and silently drops a row that breaks them."""
+    offset = 1 if roles and roles[0] == t["system_tag"] else 0
+    asking, answering = (t["user_tag"], t["observation_tag"]), (t["assistant_tag"], t["function_tag"])
+    for index, role in enumerate(roles[offset:]):
+        wanted = asking if index % 2 == 0 else answering
+        if role not in wanted:
+            raise UsageError(
+                f"{path}: row {number}, message {index + offset + 1}: {role!r} where a "
+                f"{'user' if index % 2 == 0 else 'assistant'} turn belongs ({' or '.join(map(repr, wanted))})"
+            )
+    if len(roles) - offset == 0 or (len(roles) - offset) % 2:
+        raise UsageError(f"{path}: row {number}: no assistant turn answers the last user turn ({t['assistant_tag']!r})")

@@ -1,56 +1,155 @@
-"""Datasets the user prepared or added, kept in $LFKIT_HOME/datasets.json (written atomically)."""
+"""Datasets the user prepared or added, kept in $LFKIT_HOME/datasets.json.
+
+Reading never fails a process: this file is read in every Python process of the
+environment (activation), so an unreadable file, a corrupt one or a bad entry is
+reported (``lfkit doctor``) and left out. A corrupt file is renamed aside, never
+deleted. Writes are a locked read-modify-write, atomic, so parallel ``lfkit data``
+commands never lose each other's entries.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from lfkit import problems
 from lfkit.atomic import write_json
 from lfkit.errors import UsageError
+from lfkit.locking import locked
 from lfkit.paths import lfkit_home
+from lfkit.registry import valid_name
 
 from .spec import DatasetSpec
+
+FIX_BY_COMMAND = "register it again with `lfkit data add` or `lfkit data prepare`"
 
 
 def state_file() -> Path:
     return lfkit_home() / "datasets.json"
 
 
+def _set_aside(path: Path) -> Path | None:
+    aside = path.with_name(f"{path.name}.corrupt-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+    try:
+        os.replace(path, aside)
+    except OSError:
+        return None
+    return aside
+
+
+def _spec(entry: Any) -> DatasetSpec:
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+        raise ValueError("an entry needs a 'file'")
+    for key in ("columns", "tags"):
+        if not isinstance(entry.get(key, {}), dict):
+            raise ValueError(f"'{key}' is not a mapping")
+    return DatasetSpec(
+        file=Path(entry["file"]),
+        formatting=str(entry.get("formatting", "alpaca")),
+        columns=entry.get("columns", {}),
+        tags=entry.get("tags", {}),
+        origin=str(entry.get("origin", "added")),
+        description=str(entry.get("description", "")),
+    )
+
+
 def load() -> dict[str, DatasetSpec]:
+    """The registered datasets; whatever cannot be read is reported and left out."""
     path = state_file()
-    if not path.is_file():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        problems.report(
+            f"cannot read the dataset registry {path} ({reason}); its datasets are unknown",
+            f"make {path} readable, or set LFKIT_HOME to a folder of your own",
+        )
         return {}
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: unreadable lfkit dataset registry: {exc}") from None
-    return {
-        name: DatasetSpec(
-            file=Path(entry["file"]),
-            formatting=entry.get("formatting", "alpaca"),
-            columns=entry.get("columns", {}),
-            tags=entry.get("tags", {}),
-            origin=entry.get("origin", "added"),
-            description=entry.get("description", ""),
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+    except ValueError:
+        aside = _set_aside(path)
+        where = f"renamed to {aside}" if aside else "left in place (it could not be renamed)"
+        problems.report(
+            f"the dataset registry {path} was corrupt and was {where}",
+            f"{FIX_BY_COMMAND}; the old file is kept for reference",
         )
-        for name, entry in raw.items()
+        return {}
+    specs = {}
+    for name, entry in raw.items():
+        try:
+            if not valid_name(name):
+                raise ValueError("names take letters, digits, '_', '-', '.'")
+            specs[name] = _spec(entry)
+        except ValueError as exc:
+            problems.report(
+                f"dataset registry {path}: entry {name!r} left out ({exc})",
+                f"`lfkit data remove {name!r}`, then {FIX_BY_COMMAND}",
+            )
+    return specs
+
+
+def _raw(spec: DatasetSpec) -> dict[str, Any]:
+    return {
+        "file": str(spec.file),
+        "formatting": spec.formatting,
+        "columns": spec.columns,
+        "tags": spec.tags,
+        "origin": spec.origin,
+        "description": spec.description,
     }
 
 
-def save(updates: dict[str, DatasetSpec]) -> None:
-    current = {name: spec for name, spec in load().items() if name not in updates}
-    current.update(updates)
-    write_json(
-        state_file(),
-        {
-            name: {
-                "file": str(spec.file),
-                "formatting": spec.formatting,
-                "columns": spec.columns,
-                "tags": spec.tags,
-                "origin": spec.origin,
-                "description": spec.description,
-            }
-            for name, spec in sorted(current.items())
-        },
-    )
+def _update(change: Callable[[dict[str, Any]], None]) -> None:
+    """Locked read-modify-write of the registry file (raw entries, bad ones kept as they are)."""
+    path = state_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with locked(path.with_name(path.name + ".lock")):
+            load()  # sets a corrupt file aside (reported) before it is replaced
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raw = {}
+            change(raw)
+            write_json(path, dict(sorted(raw.items())))
+    except OSError as exc:
+        raise UsageError(f"cannot write the dataset registry {path}: {exc.strerror or exc}") from None
+
+
+def save(updates: dict[str, DatasetSpec], replace: bool = False) -> None:
+    """Register ``updates``; a name registered for another file needs ``replace``."""
+
+    def change(raw: dict[str, Any]) -> None:
+        for name, spec in updates.items():
+            old = raw.get(name)
+            old_file = old.get("file") if isinstance(old, dict) else None
+            if old is not None and not replace and old_file != str(spec.file):
+                raise UsageError(
+                    f"dataset {name!r} is already registered for {old_file}; pass --replace to point it at {spec.file}"
+                )
+        raw.update({name: _raw(spec) for name, spec in updates.items()})
+
+    _update(change)
+
+
+def remove(name: str) -> str | None:
+    """Forget ``name``; the file it pointed at (returned) is left where it is."""
+    removed: list[Any] = []
+
+    def change(raw: dict[str, Any]) -> None:
+        if name not in raw:
+            raise UsageError(f"dataset {name!r} is not registered in {state_file()} (see `lfkit datasets`)")
+        removed.append(raw.pop(name))
+
+    _update(change)
+    entry = removed[0]
+    return entry.get("file") if isinstance(entry, dict) else None

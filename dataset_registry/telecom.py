@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lfkit.atomic import write_json
 from lfkit.errors import UsageError
+from lfkit.evaluation.metrics import category as first_label_category
 
 from . import state
 from .generate_demo import TEMPLATE
@@ -33,12 +34,6 @@ class Prepared:
     duplicates: int = 0
     conflicting: int = 0
     files: dict[str, Path] = field(default_factory=dict)
-
-
-def category_of(answer: str) -> str:
-    """The answer's first label prefix: '取消方式_68|...' -> '取消方式'."""
-    first = answer.split("|")[0].strip()
-    return first.rsplit("_", 1)[0] if "_" in first else first
 
 
 def allocate(n: int, weights: Counter, available: dict[str, int]) -> dict[str, int]:
@@ -66,8 +61,9 @@ def allocate(n: int, weights: Counter, available: dict[str, int]) -> dict[str, i
     return quota
 
 
-def _row(question: str, answer: str) -> dict:
-    return {"instruction": TEMPLATE.format(question=question), "input": "", "output": answer}
+def _row(question: str, answer: str, category: str) -> dict:
+    # The category travels with the row, so evaluation scores per category exactly as the split was balanced.
+    return {"instruction": TEMPLATE.format(question=question), "input": "", "output": answer, "category": category}
 
 
 def prepare(
@@ -81,8 +77,12 @@ def prepare(
     test_size: int = 100,
     seed: int = 0,
     overwrite: bool = False,
+    replace: bool = False,
     register: bool = True,
 ) -> Prepared:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder for the split files")
     rows = read_table(source)
     header = list(dict.fromkeys(key for row in rows for key in row))
     for column in (question_column, answer_column):
@@ -105,7 +105,7 @@ def prepare(
             continue
         seen[question] = answer
         category = str(row.get(category_column) or "").strip() if use_category_column else ""
-        by_category[category or category_of(answer)].append((question, answer))
+        by_category[category or first_label_category(answer)].append((question, answer))
     result.usable = len(seen)
 
     sizes = sorted(set(train_sizes), reverse=True)
@@ -134,31 +134,39 @@ def prepare(
         train[size] = {c: parent[c][: quota[c]] for c in parent}
 
     def flatten(groups, name):
-        items = [item for c in sorted(groups) for item in groups[c]]
+        items = [(q, a, c) for c in sorted(groups) for q, a in groups[c]]
         random.Random(f"{seed}:{name}").shuffle(items)
         result.categories[name] = Counter({c: len(groups[c]) for c in groups if groups[c]})
-        return [_row(q, a) for q, a in items]
+        return [_row(q, a, c) for q, a, c in items]
 
     for size in sizes:
         name = f"telecom_train_{size}"
         result.splits[name] = flatten(train[size], name)
     result.splits[f"telecom_test_{test_size}"] = flatten(test, f"telecom_test_{test_size}")
 
-    out = Path(out)
-    files = {name: out / f"{name}.json" for name in result.splits}
+    files = {name: (out / f"{name}.json").resolve() for name in result.splits}
     existing = [str(p) for p in files.values() if p.exists()]
     if existing and not overwrite:
         raise UsageError(f"{existing[0]} exists; pass --overwrite to replace the splits in {out}")
-    for name, rows_out in result.splits.items():
-        write_json(files[name], rows_out)
+    specs = {
+        name: DatasetSpec(path, columns=TELECOM_COLUMNS, origin="prepared", description=f"from {source}")
+        for name, path in files.items()
+    }
+    if register and not replace:
+        registered = state.load()
+        for name, spec in specs.items():
+            if name in registered and registered[name].file != spec.file:
+                raise UsageError(
+                    f"dataset {name!r} is already registered for {registered[name].file}; "
+                    f"pass --replace to point it at {spec.file}, or --out the folder it came from"
+                )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, rows_out in result.splits.items():
+            write_json(files[name], rows_out)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     result.files = files
     if register:
-        state.save(
-            {
-                name: DatasetSpec(
-                    path.resolve(), columns=TELECOM_COLUMNS, origin="prepared", description=f"from {source}"
-                )
-                for name, path in files.items()
-            }
-        )
+        state.save(specs, replace=replace)
     return result

@@ -55,3 +55,5 @@ def _load_plugins() -> None:
         # LFKIT_STRICT_PLUGINS=1: fatal, but as one line, not a traceback through an import.
         sys.stderr.write(f"lfkit: error: {exc}\n")
         raise SystemExit(2) from None
+    except Exception as exc:  # noqa: BLE001 - lfkit's failure must never stop the user's process
+        sys.stderr.write(f"lfkit: warning: running without lfkit in this process ({type(exc).__name__}: {exc})\n")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, problems
 from .activation import is_active
 from .patching import Status, distribution_version
 from .platform_detect import detect_platform
@@ -75,4 +75,5 @@ def collect(manager) -> dict[str, Any]:
         "patches": patches,
         "bitsandbytes": bitsandbytes,
         "plugins": [info.as_dict() for info in manager.plugins.values()],
+        "problems": [problem.as_dict() for problem in problems.found()],
     }

@@ -3,7 +3,9 @@
 Built-in features are plugins too and go through the same hooks as a third party.
 Third-party plugins come from the ``lfkit`` entry-point group, one at a time: one
 that fails to load is recorded with its error and skipped, so it can never take
-the CLI or a training run down (``LFKIT_STRICT_PLUGINS=1`` makes it fatal).
+the CLI or a training run down (``LFKIT_STRICT_PLUGINS=1`` makes it fatal). The
+same holds for a built-in one: lfkit runs inside every Python process of the
+environment, and its own failure must never stop a process that did not ask for it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .patching import Patch, PatchRegistry
+from . import hookspecs, problems
+from .patching import Patch, PatchRegistry, disabled_ids
 from .registry import Registry
 
 PROJECT = "lfkit"
@@ -126,12 +128,28 @@ class Manager:
         for module_name in BUILTIN_PLUGINS:
             module = importlib.import_module(module_name)
             info = PluginInfo(module_name, "built-in", module_name)
-            # A broken built-in is our bug: fail loudly.
-            self._register(module, info, fatal=True)
+            self._register(module, info)
         self._load_entry_points()
         self.pm.check_pending()
         self._collect_registrations()
         self.patches.arm()
+        self._check_switches()
+        problems.warn_once()
+
+    def _check_switches(self) -> None:
+        """Names in LFKIT_DISABLE_PATCHES / LFKIT_PLUGINS that match nothing: a typo, never silence."""
+        checks = [
+            ("LFKIT_DISABLE_PATCHES", "patch", "`lfkit patches`", disabled_ids() - {"all"}, set(self.patches.states)),
+            ("LFKIT_PLUGINS", "plugin", "`lfkit plugins`", _allow_list() or set(), set(self.plugins)),
+        ]
+        for variable, noun, listing, given, known in checks:
+            for name in sorted(given - known):
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                message = f"{variable} names {name!r}, which is no {noun} here{hint}"
+                if self.strict:
+                    raise PluginError(message)
+                problems.report(message, f"correct {variable}; {listing} lists the names")
 
     def _load_entry_points(self) -> None:
         from importlib import metadata
@@ -154,13 +172,13 @@ class Manager:
             except BaseException as exc:  # noqa: BLE001 - SystemExit in a plugin must not kill us either
                 self._fail(info, f"import failed: {type(exc).__name__}: {exc}")
                 continue
-            self._register(plugin, info, fatal=False)
+            self._register(plugin, info)
 
-    def _register(self, plugin: Any, info: PluginInfo, fatal: bool) -> None:
+    def _register(self, plugin: Any, info: PluginInfo) -> None:
         try:
             self.pm.register(plugin, name=info.name)
         except pluggy.PluginValidationError as exc:
-            self._fail(info, str(exc), fatal=fatal)
+            self._fail(info, str(exc))
             return
         unknown = [hc.name for hc in self.pm.get_hookcallers(plugin) or [] if not hc.has_spec()]
         if unknown:
@@ -170,16 +188,17 @@ class Manager:
             for name in unknown:
                 close = difflib.get_close_matches(name, known, n=1)
                 hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
-            self._fail(info, "implements unknown hook(s): " + ", ".join(hints), fatal=fatal)
+            self._fail(info, "implements unknown hook(s): " + ", ".join(hints))
             return
         info.hooks = sorted(hc.name for hc in self.pm.get_hookcallers(plugin) or [])
         self.plugins[info.name] = info
 
-    def _fail(self, info: PluginInfo, error: str, fatal: bool = False) -> None:
+    def _fail(self, info: PluginInfo, error: str) -> None:
         info.status, info.error = "failed", error
         self.plugins.setdefault(info.name, info)
-        if fatal or self.strict:
+        if self.strict:
             raise PluginError(f"plugin {info.name} ({info.source}): {error}")
+        problems.report(f"plugin {info.name} ({info.source}) failed: {error}", "`lfkit plugins` shows its error")
 
     # --- registrations ----------------------------------------------------------
 
@@ -204,10 +223,9 @@ class Manager:
                     impl.function(register=register)
                 except Exception as exc:  # noqa: BLE001
                     info = self.plugins[plugin_name]
-                    builtin = info.source == "built-in"
-                    if not builtin:
+                    if info.source != "built-in":
                         self.pm.unregister(name=plugin_name)
-                    self._fail(info, f"{hook_name}: {type(exc).__name__}: {exc}", fatal=builtin)
+                    self._fail(info, f"{hook_name}: {type(exc).__name__}: {exc}")
 
     def _add_patch(self, patch: Patch, plugin: str) -> None:
         if not isinstance(patch, Patch):

@@ -11,6 +11,11 @@ T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
+def valid_name(name: object) -> bool:
+    """Letters, digits, '_', '-', '.', starting with a letter or digit: safe as a file and dataset name."""
+    return isinstance(name, str) and bool(_NAME.match(name))
+
+
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     name: str
@@ -25,7 +30,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
 
     def add(self, name: str, value: T, plugin: str) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not valid_name(name):
             raise ValueError(f"invalid {self.kind} name {name!r}: letters, digits, '_', '-', '.'")
         if self._check is not None:
             self._check(value)

@@ -22,6 +22,8 @@ import yaml
 from lfkit.errors import UsageError
 
 from . import lf_args
+from .inputs import check_apart, fingerprints, given_paths, refuse_overlap
+from .ranges import range_error
 from .spec import LF_COMMANDS, Recipe
 from .validate import check_adapter, check_datasets, check_model, check_template, resolve_model
 
@@ -43,6 +45,7 @@ class ResolvedStep:
     args: dict[str, Any]  # LLaMA-Factory keys
     lfkit_args: dict[str, Any] = field(default_factory=dict)  # keys lfkit's side of the step reads
     notes: list[str] = field(default_factory=list)
+    datasets: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {file, sha256}
 
 
 @dataclass
@@ -72,6 +75,8 @@ def read_config(path: Path | None) -> dict[str, Any]:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"--config {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--config {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:
@@ -171,6 +176,7 @@ def resolve(
     out = params.get("output_dir")
     output_dir = Path(str(out)).expanduser().resolve() if out not in (None, "") else None
     if on_output_dir is not None:
+        refuse_overlap(output_dir, given_paths(params))
         on_output_dir(output_dir)
     if params.get("model"):
         params["model"] = resolve_model(str(params["model"]))
@@ -209,6 +215,9 @@ def resolve(
             _prepare_with_plugins(step.command, args)
         for key in list(args):
             args[key] = lf_args.coerce(step.command, key, args[key], where)
+            out_of_range = range_error(key, args[key])
+            if out_of_range:
+                raise UsageError(f"{where}: {out_of_range}")
             if key in PATH_KEYS:
                 args[key] = _absolute(key, args[key])
         own = lf_args.lfkit_keys(step.command)
@@ -223,8 +232,9 @@ def resolve(
 def _check(steps: list[ResolvedStep], output_dir: Path | None) -> None:
     """Paths and names the user gave must exist; those an earlier step will make are skipped."""
 
-    def made_by_run(value: str) -> bool:
-        return output_dir is not None and Path(value).is_relative_to(output_dir)
+    def made_by_run(step: ResolvedStep, value: str) -> bool:
+        earlier = [s.dir for s in steps[: steps.index(step)] if s.dir is not None]
+        return any(Path(value).resolve().is_relative_to(d) for d in earlier)
 
     for step in steps:
         args = step.args
@@ -232,27 +242,30 @@ def _check(steps: list[ResolvedStep], output_dir: Path | None) -> None:
         if step.command != "report":
             if not model:
                 raise UsageError(f"step {step.name}: needs model=...")
-            if not made_by_run(model):
+            if not made_by_run(step, model):
                 check_model(model)
         for adapter in str(args.get("adapter_name_or_path") or "").split(","):
-            if adapter and not made_by_run(adapter):
+            if adapter and not made_by_run(step, adapter):
                 check_adapter(adapter)
         dataset_dir = args.get("dataset_dir")
         for key in ("dataset", "eval_dataset"):
             if args.get(key):
                 check_datasets(args[key], dataset_dir, f"step {step.name}: {key}")
+        step.datasets = fingerprints(args)
         if args.get("template"):
             check_template(args["template"])
         if step.command in ("train", "export") and step.dir is None:
             raise UsageError(f"step {step.name}: needs output_dir=...")
+    check_apart(output_dir, steps, made_by_run)
 
 
 def export_yaml(step: ResolvedStep, recipe: Recipe) -> str:
     """A plain LLaMA-Factory YAML for one step, which ``llamafactory-cli`` runs as it is."""
-    header = [
-        f"# LLaMA-Factory arguments from lfkit recipe {recipe.name!r}, step {step.name!r}",
-        f"# run: llamafactory-cli {step.command} THIS_FILE",
-    ]
+    if step.command in LF_COMMANDS:
+        how = f"# run: llamafactory-cli {step.command} THIS_FILE"
+    else:  # lfkit's own steps: LLaMA-Factory 0.9.5's eval raises NotImplementedError
+        how = f"# run: lfkit run {recipe.name} (this step is lfkit's {step.command}, not a llamafactory-cli command)"
+    header = [f"# LLaMA-Factory arguments from lfkit recipe {recipe.name!r}, step {step.name!r}", how]
     header += [f"# resolved here: {note}" for note in step.notes]
     if step.lfkit_args:
         dropped = ", ".join(f"{k}={v}" for k, v in step.lfkit_args.items())

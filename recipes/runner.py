@@ -1,13 +1,15 @@
 """Runs a resolved recipe: one process per step, a run.json per step, nothing lost.
 
-- A folder that holds a finished run is refused unless --overwrite; a folder of
-  files that are not an lfkit run is always refused (lfkit never deletes those).
-- A run that was killed continues where it stopped: finished steps are kept,
-  a training step resumes from its last checkpoint. Started again with other
-  arguments, it is refused rather than mixed.
+- A folder that holds a finished run is refused unless --overwrite, and --overwrite
+  removes only the files the run recorded as its own (``outputs``); a folder of
+  files that are not an lfkit run is always refused.
+- One run per folder: an exclusive lock on the folder, held by the step process
+  too, so two trainers never write into one folder.
+- A run that was killed or stopped continues where it stopped: finished steps are
+  kept, a training step resumes from its last checkpoint. Started again with other
+  arguments or on changed data, it is refused rather than mixed.
 - Each step runs in its own process (LLaMA-Factory keeps global template state
-  between in-process runs) with the terminal inherited, so LLaMA-Factory's
-  progress bars and logs show as usual.
+  between in-process runs); see ``step_process`` for how it starts and stops.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import datetime as _dt
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +28,11 @@ from typing import Any
 
 from lfkit.atomic import write_json, write_text
 from lfkit.errors import UsageError
+from lfkit.locking import Busy, acquire
 
+from . import inputs, outputs
 from .resolve import Plan, ResolvedStep, export_yaml
+from .step_process import LOG_FILE, StepProcess, Stopped, error_lines, stop_signals
 
 RUN_FILE = "run.json"
 LF_ARGS_FILE = "llamafactory.yaml"
@@ -38,7 +42,15 @@ VERSIONS = ("lfkit", "llamafactory", "torch", "transformers", "peft", "trl", "da
 
 
 class StepFailed(RuntimeError):
-    """A step's process exited non-zero; its own output says why."""
+    """A step's process exited non-zero; ``lines`` are the lines of its log that name the error."""
+
+    def __init__(self, message: str, lines: list[str] | None = None, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.lines, self.log = lines or [], log
+
+
+class RunInterrupted(RuntimeError):
+    """The run was stopped (Ctrl-C, SIGTERM) and marked interrupted; the same command continues it."""
 
 
 def read_record(folder: Path | None, name: str = RUN_FILE) -> dict | None:
@@ -56,17 +68,15 @@ def _now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def _alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, TypeError, ValueError):
-        return False
-    return True
-
-
 def _plan_record(plan: Plan) -> dict[str, Any]:
     return {
-        s.name: {"command": s.command, "dir": str(s.dir) if s.dir else None, "args": s.args, "lfkit_args": s.lfkit_args}
+        s.name: {
+            "command": s.command,
+            "dir": str(s.dir) if s.dir else None,
+            "args": s.args,
+            "lfkit_args": s.lfkit_args,
+            "datasets": s.datasets,
+        }
         for s in plan.steps
     }
 
@@ -84,6 +94,10 @@ def _differences(old: dict, new: dict) -> list[str]:
             for key in sorted(set(pa) | set(pb)):
                 if pa.get(key) != pb.get(key):
                     diffs.append(f"{name}.{key}: {pa.get(key)!r} -> {pb.get(key)!r}")
+        da, db = a.get("datasets", {}), b.get("datasets", {})
+        for dataset in sorted(set(da) | set(db)):
+            if (da.get(dataset) or {}).get("sha256") != (db.get(dataset) or {}).get("sha256"):
+                diffs.append(f"dataset {dataset} changed since the run started ({(db.get(dataset) or {}).get('file')})")
     return diffs
 
 
@@ -96,23 +110,39 @@ def refuse_finished(out: Path | None, overwrite: bool, record: dict | None = Non
         )
 
 
-def check_output_dir(plan: Plan, overwrite: bool) -> str:
-    """'fresh' or 'continue'; clears a finished or unfinished lfkit run when overwrite is set."""
-    out = plan.output_dir
+def refuse_foreign(out: Path | None) -> None:
+    """A non-empty folder that holds no lfkit run is never written into (checked before the lock file is made)."""
     if out is None or not out.exists():
-        return "fresh"
+        return
     if not out.is_dir():
         raise UsageError(f"output_dir {out} is a file")
-    if not any(out.iterdir()):
-        return "fresh"
-    record = read_record(out)
-    if record is None:
+    if read_record(out) is None and not outputs.is_empty_run_folder(out):
         raise UsageError(f"output_dir {out} holds files that are not an lfkit run; choose a new or empty folder")
-    if record.get("status") == RUNNING and _alive(record.get("pid")) and record.get("pid") != os.getpid():
-        raise UsageError(f"output_dir {out} has a run in progress (pid {record.get('pid')})")
+
+
+def lock_run_folder(out: Path) -> int:
+    """Create ``out`` if needed and lock it for this run; one UsageError line if that cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return acquire(out / outputs.LOCK_FILE, blocking=False)
+    except Busy as busy:
+        raise UsageError(
+            f"output_dir {out} has a run in progress (pid {busy.holder or '?'}); wait for it or stop it first"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"output_dir {out}: cannot write there ({exc.strerror or exc})") from None
+
+
+def check_output_dir(plan: Plan, overwrite: bool) -> str:
+    """'fresh' or 'continue', with the folder locked; --overwrite clears the run's own files."""
+    out = plan.output_dir
+    if out is None or outputs.is_empty_run_folder(out):
+        return "fresh"
+    refuse_foreign(out)
+    record = read_record(out)
     refuse_finished(out, overwrite, record)
     if overwrite:
-        shutil.rmtree(out)
+        outputs.remove(out, outputs.removal(out))
         return "fresh"
     diffs = _differences(record.get("plan", {}), _normal(_plan_record(plan)))
     if record.get("recipe") != plan.recipe.name or diffs:
@@ -121,6 +151,8 @@ def check_output_dir(plan: Plan, overwrite: bool) -> str:
             f"output_dir {out} holds an unfinished run with other arguments ({what}); "
             "run it with the same ones to continue, or pass --overwrite to start over"
         )
+    unfinished = [s.dir for s in plan.steps if s.dir and (read_record(s.dir) or {}).get("status") != FINISHED]
+    outputs.keep_user_files(out, unfinished)
     return "continue"
 
 
@@ -155,6 +187,7 @@ class Runner:
     def __init__(self, plan: Plan, echo: Callable[[str], None] = print) -> None:
         self.plan = plan
         self.echo = echo
+        self.lock: int | None = None  # the run folder's lock, passed on to each step process
         self.common = {
             "recipe": plan.recipe.name,
             "params": _normal(plan.params),
@@ -165,20 +198,40 @@ class Runner:
         write_json(folder / RUN_FILE, _normal(record))
 
     def run(self, overwrite: bool = False) -> list[dict]:
-        state = check_output_dir(self.plan, overwrite)
         root = self.plan.output_dir
+        if root is None:
+            return [self._step(step, continuing=False) for step in self.plan.steps]
+        refuse_foreign(root)
+        self.lock = lock_run_folder(root)
+        try:
+            with stop_signals():
+                return self._run_locked(root, overwrite)
+        finally:
+            os.close(self.lock)
+
+    def _run_locked(self, root: Path, overwrite: bool) -> list[dict]:
+        state = check_output_dir(self.plan, overwrite)
         multi = not self.plan.recipe.single
-        if multi and root is not None:
+        if multi:
             started = read_record(root) or {}
             self._write(
                 root, {**self.common, "status": RUNNING, "pid": os.getpid(), "started": started.get("started", _now())}
             )
         results = []
-        for step in self.plan.steps:
-            results.append(self._step(step, continuing=state == "continue"))
-        if multi and root is not None:
+        try:
+            for step in self.plan.steps:
+                results.append(self._step(step, continuing=state == "continue"))
+        except (StepFailed, RunInterrupted) as exc:
+            if multi:
+                status = INTERRUPTED if isinstance(exc, RunInterrupted) else FAILED
+                self._write(root, {**(read_record(root) or {}), "status": status, "ended": _now()})
+            raise
+        finally:
+            outputs.record(root)
+        if multi:
             record = read_record(root) or {}
             self._write(root, {**record, "status": FINISHED, "finished": _now(), "steps": [r["step"] for r in results]})
+            outputs.record(root)
         return results
 
     def _step(self, step: ResolvedStep, continuing: bool) -> dict:
@@ -200,6 +253,8 @@ class Runner:
             else:
                 # The folder holds only this run's own files (run.json, the YAML, a killed run's leftovers).
                 args["overwrite_output_dir"] = True
+        if not temporary:
+            args = inputs.materialize(args, folder)
         write_text(
             folder / LF_ARGS_FILE,
             export_yaml(replace(step, args=args), self.plan.recipe),
@@ -214,6 +269,7 @@ class Runner:
             "pid": os.getpid(),
             "args": args,
             "lfkit_args": step.lfkit_args,
+            "datasets": step.datasets,
             "notes": step.notes,
             "resumed_from": resumed,
             "argv": [sys.executable, "-m", "lfkit.recipes.step", str(folder)],
@@ -225,11 +281,22 @@ class Runner:
         self.echo(f"lfkit: step {step.name} ({step.command}) -> {folder}")
         began = time.monotonic()
         (folder / PATCH_REPORT).unlink(missing_ok=True)
+        (folder / LOG_FILE).unlink(missing_ok=True)
+        interactive = step.command == "chat" and not step.lfkit_args.get("prompt")
+        lock = getattr(self, "lock", None)
+        process = StepProcess(
+            record["argv"], folder, keep_fds=(lock,) if lock is not None else (), interactive=interactive
+        )
         try:
-            code = subprocess.run(record["argv"], env=dict(os.environ)).returncode
-        except KeyboardInterrupt:
+            code = process.wait()
+        except KeyboardInterrupt as stop:
+            process.stop()
             self._write(folder, {**record, "status": INTERRUPTED, "seconds": round(time.monotonic() - began, 1)})
-            raise
+            how = "resume from its last checkpoint" if step.command == "train" else "continue"
+            signal_name = str(stop) if isinstance(stop, Stopped) else "SIGINT"
+            raise RunInterrupted(
+                f"stopped by {signal_name} during step {step.name}; run the same command again to {how}"
+            ) from None
         record["seconds"] = round(time.monotonic() - began, 1)
         record["exit_code"] = code
         record["finished"] = _now()
@@ -240,7 +307,12 @@ class Runner:
         if code != 0:
             record["status"] = FAILED
             self._write(folder, record)
-            raise StepFailed(f"step {step.name} ({step.command}) failed with exit code {code}; see its output above")
+            log = folder / LOG_FILE
+            raise StepFailed(
+                f"step {step.name} ({step.command}) failed with exit code {code}",
+                error_lines(log),
+                log if log.is_file() else None,
+            )
         if step.command == "train":
             _fix_adapter_base(folder, args.get("model_name_or_path"))
         record["status"] = FINISHED

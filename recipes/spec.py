@@ -151,6 +151,7 @@ def parse(data: Any, source: str = "") -> Recipe:
 def load(path: Path) -> Recipe:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise RecipeError(f"{path}: {exc}") from exc
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecipeError(f"{path}: {first}") from exc
     return parse(data, str(path))

@@ -18,6 +18,7 @@ import yaml
 import lfkit  # noqa: F401 - activation, whether or not the .pth autoload is on
 
 from .runner import LF_ARGS_FILE, PATCH_REPORT, RUN_FILE
+from .step_process import die_with_parent
 
 
 def _patch_statuses() -> list[dict]:
@@ -79,6 +80,7 @@ def run(folder: Path) -> None:
 
 
 def main() -> None:
+    die_with_parent()
     folder = Path(sys.argv[1])
     try:
         run(folder)

@@ -9,7 +9,10 @@ interrupted sweep started again runs only what is missing.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -18,12 +21,40 @@ from typing import Any
 from lfkit.atomic import write_json
 from lfkit.errors import UsageError
 
+from . import outputs
 from .resolve import Plan, parse_assignments, resolve
-from .runner import FINISHED, Runner, read_record
+from .runner import FAILED, FINISHED, INTERRUPTED, RunInterrupted, Runner, StepFailed, lock_run_folder, read_record
 from .spec import Recipe, Step
 
 SWEEP_FILE = "sweep.json"
 EVAL_STEP = "eval"
+# What a sweep writes at its top, beside the variants' own run folders.
+SWEEP_OUTPUTS = (SWEEP_FILE, "comparison.csv", "comparison.md", "loss_curves.png")
+
+
+class VariantsFailed(RuntimeError):
+    """Some variants failed; the others ran and the table shows all of them."""
+
+
+def default_folder(recipe: str, key: dict[str, Any]) -> Path:
+    """The same command, the same folder: a sweep run again without -o continues instead of starting over."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path("runs") / f"sweep-{recipe}-{digest}"
+
+
+def _same_value(value: str) -> object:
+    """What makes two grid values the same run: 5e-5 and 0.00005 are one learning rate."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def unique(values: list[str]) -> list[str]:
+    seen: dict[object, str] = {}
+    for value in values:
+        seen.setdefault(_same_value(value), value)
+    return list(seen.values())
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -31,7 +62,7 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     for item in items:
         key, eq, values = item.partition("=")
         key = key.strip()
-        options = [v.strip() for v in values.split(",") if v.strip()]
+        options = unique([v.strip() for v in values.split(",") if v.strip()])
         if not eq or not key or not options:
             raise UsageError(f"--grid expects key=v1,v2,..., got {item!r}")
         if key in grid:
@@ -149,13 +180,11 @@ class Sweep:
             raise UsageError(f"{self.out} is a file; a sweep needs a folder")
         previous = read_record(self.out, SWEEP_FILE)
         if previous is None:
-            if self.out.exists() and any(self.out.iterdir()):
+            if self.out.exists() and not outputs.is_empty_run_folder(self.out):
                 raise UsageError(f"{self.out} holds files that are not an lfkit sweep; choose a new or empty folder")
             return
         if overwrite:
-            import shutil
-
-            shutil.rmtree(self.out)
+            self._clear()
             return
         if previous.get("status") == FINISHED:
             raise UsageError(f"{self.out} holds a finished sweep; pass --overwrite to run it again")
@@ -167,18 +196,48 @@ class Sweep:
                     "run it with the same arguments to continue, or pass --overwrite"
                 )
 
+    def _clear(self) -> None:
+        """--overwrite: the sweep's own files and each variant's recorded outputs, nothing else."""
+        variants = {p.name for p in self.out.iterdir() if p.is_dir() and read_record(p) is not None}
+        doomed: set[Path] = set()
+        for name in sorted(variants):
+            doomed.update(outputs.removal(self.out / name))
+        checked = {f"{name}/{rel}" for name in variants for rel in outputs.files_under(self.out / name)}
+        doomed.update(outputs.removal(self.out, SWEEP_OUTPUTS + tuple(checked)))
+        outputs.remove(self.out, doomed)
+
     def run(self, plans: list[Plan], echo) -> list[dict]:
+        lock = lock_run_folder(self.out)
+        try:
+            return self._run(plans, echo)
+        finally:
+            os.close(lock)
+
+    def _run(self, plans: list[Plan], echo) -> list[dict]:
         write_json(self.out / SWEEP_FILE, self.record("running"))
+        failed = []
         for name, plan in zip(self.names, plans, strict=True):
             record = read_record(plan.output_dir)
             if record and record.get("status") == FINISHED:
                 echo(f"lfkit: variant {name}: finished earlier, kept")
                 continue
             echo(f"lfkit: variant {name}")
-            Runner(plan, echo=echo).run()
+            try:
+                Runner(plan, echo=echo).run()
+            except StepFailed as exc:
+                failed.append(name)
+                echo(f"lfkit: variant {name} failed: {exc}" + (f" ({exc.lines[-1]})" if exc.lines else ""))
+            except RunInterrupted:
+                write_json(self.out / SWEEP_FILE, self.record(INTERRUPTED))
+                raise
         from lfkit.evaluation.compare import collect, write_comparison
 
         rows = collect(self.out, self.names, self.items, self.trained.name, EVAL_STEP, self.metric)
         write_comparison(self.out, rows, list(self.grid), self.metric, self.trained.name)
-        write_json(self.out / SWEEP_FILE, self.record(FINISHED, rows))
+        write_json(self.out / SWEEP_FILE, self.record(FAILED if failed else FINISHED, rows))
+        if failed:
+            raise VariantsFailed(
+                f"{len(failed)} of {len(plans)} variants failed ({', '.join(failed)}); each folder's output.log "
+                "says why; run the same command again to retry them (finished variants are kept)"
+            )
         return rows

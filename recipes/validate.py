@@ -6,8 +6,10 @@ it; none of these load a model.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import struct
 from pathlib import Path
 
 from lfkit.errors import UsageError
@@ -37,11 +39,65 @@ def _hub_cached(repo_id: str) -> bool:
     return isinstance(found, str)
 
 
+def read_config_json(folder: Path, what: str, name: str = "config.json") -> dict:
+    """A model's (or adapter's) JSON config; one UsageError line when it is missing or corrupt."""
+    path = Path(folder) / name
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{what} {folder} holds no {name}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{what} {folder}: {name} is corrupt ({exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{what} {folder}: {name} is corrupt (not a JSON object)")
+    return data
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot load (a bad or truncated header, missing bytes), or None."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return "shorter than a safetensors header"
+            length = struct.unpack("<Q", head)[0]
+            if length > min(size - 8, 100 << 20):
+                return "its header length is past the end of the file"
+            header = json.loads(fh.read(length))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    except (UnicodeDecodeError, ValueError):
+        return "its header is not valid JSON"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    ends = [t.get("data_offsets", [0, 0])[1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
+    if 8 + length + max(ends, default=0) > size:
+        return f"truncated ({size} bytes, the header promises {8 + length + max(ends, default=0)})"
+    return None
+
+
+def check_weights(folder: Path, what: str) -> None:
+    """Every safetensors file of a folder has a sound header and all its bytes; shards named by an index exist."""
+    folder = Path(folder)
+    for index in folder.glob("*.safetensors.index.json"):
+        weight_map = read_config_json(folder, what, index.name).get("weight_map", {})
+        for shard in sorted(set(weight_map.values())):
+            if not (folder / shard).is_file():
+                raise UsageError(f"{what} {folder}: {index.name} names {shard}, which is missing")
+    for file in sorted(folder.glob("*.safetensors")):
+        problem = _safetensors_problem(file)
+        if problem:
+            raise UsageError(f"{what} {folder}: {file.name} is corrupt: {problem}")
+
+
 def check_model(value: str) -> None:
     path = Path(value).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UsageError(f"model {value} holds no model (no config.json in the folder)")
+        read_config_json(path, "model")
+        check_weights(path, "model")
         return
     if path.exists():
         raise UsageError(f"model {value} is a file; give the model's folder")
@@ -62,6 +118,10 @@ def check_adapter(value: str) -> None:
         raise UsageError(f"adapter {value}: no such folder")
     if not (path / "adapter_config.json").is_file():
         raise UsageError(f"adapter {value} holds no adapter (no adapter_config.json); a merged model goes in model=")
+    read_config_json(path, "adapter", "adapter_config.json")
+    if not any((path / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise UsageError(f"adapter {value} holds no adapter weights (adapter_model.safetensors)")
+    check_weights(path, "adapter")
 
 
 def check_datasets(value: str, dataset_dir: str | None, where: str) -> None:

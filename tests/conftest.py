@@ -56,6 +56,13 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None =
     )
 
 
+def unprivileged(cmd: list) -> list:
+    """As root, file modes bind only without CAP_DAC_OVERRIDE: drop it (util-linux setpriv) for this command."""
+    if os.geteuid() != 0:
+        return cmd
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
+
+
 def py(code: str, **kwargs):
     """Run python code in a fresh interpreter of this environment (so the .pth applies)."""
     return run([sys.executable, "-c", textwrap.dedent(code)], **kwargs)

@@ -62,6 +62,7 @@ def prepare_telecom(
     test_size: int = typer.Option(100, help="Size of the held-out test split."),
     seed: int = typer.Option(0, help="Sampling seed: same seed, same splits."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace split files that already exist."),
+    replace: bool = typer.Option(False, "--replace", help="Re-point split names registered for other files."),
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ):
     """Build balanced telecom_train_* / telecom_test_* splits and register them by name."""
@@ -78,6 +79,7 @@ def prepare_telecom(
             test_size=test_size,
             seed=seed,
             overwrite=overwrite,
+            replace=replace,
         )
     except UsageError as exc:
         fail(str(exc))
@@ -125,6 +127,7 @@ def add_dataset(
     formatting: str = typer.Option("alpaca", help="alpaca or sharegpt."),
     column: list[str] = typer.Option([], "--column", help="Column KEY=NAME, e.g. prompt=question (repeatable)."),
     tag: list[str] = typer.Option([], "--tag", help="sharegpt tag KEY=VALUE, e.g. user_tag=user (repeatable)."),
+    replace: bool = typer.Option(False, "--replace", help="Re-point a name that is registered for another file."),
 ):
     """Register a dataset file after checking it parses and has the columns or tags it claims."""
     from ..dataset_registry import add
@@ -140,7 +143,22 @@ def add_dataset(
         for key in tags:
             if key not in SHAREGPT_TAGS:
                 raise UsageError(f"unknown tag key {key!r}: one of {', '.join(SHAREGPT_TAGS)}")
-        spec = add.add(name, file, formatting, columns, tags, _manager().datasets)
+        spec = add.add(name, file, formatting, columns, tags, _manager().datasets, replace=replace)
     except UsageError as exc:
         fail(str(exc))
     console.print(f"registered {name}: {spec.formatting}, file {spec.file}", highlight=False)
+
+
+@data_app.command("remove")
+def remove_dataset(name: str = typer.Argument(..., help="A name registered with `data add` or `data prepare`.")):
+    """Forget a registered dataset name; its file stays where it is."""
+    from ..dataset_registry import state
+
+    entry = _manager().datasets.get(name)
+    if entry is not None and entry.value.origin not in ("added", "prepared"):
+        fail(f"dataset {name!r} comes from {entry.plugin}, not from `lfkit data`; it cannot be removed here")
+    try:
+        file = state.remove(name)
+    except UsageError as exc:
+        fail(str(exc))
+    console.print(f"removed {name}" + (f" (its file {file} is kept)" if file else ""), highlight=False)

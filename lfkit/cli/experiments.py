@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +10,7 @@ import typer
 from ..errors import UsageError
 from .main import app
 from .output import console, fail
-from .recipes import ASSIGNMENTS, CONFIG, get_recipe, quiet_resolution, run_recipe
+from .recipes import ASSIGNMENTS, CONFIG, get_recipe, quiet_resolution, run_failures, run_recipe
 
 EVAL_OPTION = typer.Option(..., "--eval", help="The test split every variant is measured on (a dataset name).")
 METRIC_OPTION = typer.Option("exact_match", "--metric", help="Rank by exact_match, precision, recall or f1.")
@@ -30,22 +29,24 @@ def evaluate(
 
 def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, overwrite):
     from lfkit.recipes.resolve import read_config
-    from lfkit.recipes.runner import StepFailed
-    from lfkit.recipes.sweep import Sweep
+    from lfkit.recipes.sweep import Sweep, VariantsFailed, default_folder
 
     if metric not in METRICS:
         raise UsageError(f"--metric {metric}: one of {', '.join(METRICS)}")
     recipe = get_recipe(recipe_name).value
-    out = (output_dir or Path("runs") / f"sweep-{recipe_name}-{_dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
-    sweep = Sweep(recipe, grid, assignments or [], read_config(config), dataset, out, metric)
+    given = read_config(config)
+    key = {"grid": grid, "params": sorted(assignments or []), "config": given, "eval": dataset}
+    out = (output_dir or default_folder(recipe_name, key)).resolve()
+    sweep = Sweep(recipe, grid, assignments or [], given, dataset, out, metric)
     sweep.check_folder(overwrite)
     with quiet_resolution():
         plans = sweep.plans()
     console.print(f"lfkit: {len(plans)} variants of {recipe_name} -> {out}", highlight=False)
     try:
-        sweep.run(plans, echo=lambda line: console.print(line, highlight=False))
-    except StepFailed as exc:
-        fail(f"{exc}; run the same command again to continue the sweep", code=1)
+        with run_failures():
+            sweep.run(plans, echo=lambda line: console.print(line, highlight=False))
+    except VariantsFailed as exc:
+        fail(str(exc), code=1)
 
 
 @app.command("sweep")

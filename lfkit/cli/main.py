@@ -124,6 +124,11 @@ def doctor(as_json: bool = JSON_OPTION):
     console.print(
         f"plugins: {len(report['plugins']) - len(failed)} loaded, {len(failed)} with errors (see `lfkit plugins`)"
     )
+    if report["problems"]:
+        table("problems in lfkit's own state (processes run on without it)", ["problem", "how to mend it"],
+              [(p["what"], p["fix"]) for p in report["problems"]])  # fmt: skip
+    else:
+        console.print("problems: none")
 
 
 from .data import data_app  # noqa: E402  (after app: it imports _manager from here)

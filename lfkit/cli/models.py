@@ -46,17 +46,20 @@ def models_list(ctx: typer.Context, as_json: bool = JSON_OPTION):
 
 @models_app.command("detect")
 def models_detect(
-    path: Path = typer.Argument(..., help="A model folder."),
+    model: str = typer.Argument(..., help="A model folder, or tiny:llama / tiny:gemma."),
     as_json: bool = JSON_OPTION,
 ):
     """Which family a model folder belongs to, the defaults a run would get, and why."""
     from lfkit.plugins.defaults import defaults_for
     from lfkit.plugins.detect import detect, remote_code_files
+    from lfkit.recipes.validate import read_config_json, resolve_model
 
+    path = Path(resolve_model(model))
     if not path.is_dir():
         raise UsageError(f"{path}: no such folder")
     if not (path / "config.json").is_file():
         raise UsageError(f"{path} holds no model (no config.json in the folder)")
+    read_config_json(path, "model")
     detection = detect(path, _manager().models.in_registration_order())
     family = detection.family
     report = {

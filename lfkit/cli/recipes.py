@@ -15,7 +15,7 @@ import yaml
 from ..atomic import write_text
 from ..errors import UsageError
 from .main import JSON_OPTION, _manager, app
-from .output import console, fail, print_json, table
+from .output import console, error_line, print_json, table
 
 recipes_app = typer.Typer(
     help="List, show and export recipes (LLaMA-Factory train / export / chat runs by name).",
@@ -62,6 +62,26 @@ def quiet_resolution():
     finally:
         if previous is None:
             os.environ.pop("LLAMAFACTORY_VERBOSITY", None)
+
+
+@contextlib.contextmanager
+def run_failures():
+    """A failed step: the lines of its log that name the error and where the whole log is (exit 1).
+    A stopped run: one line that says how to continue it (exit 130)."""
+    from lfkit.recipes.runner import RunInterrupted, StepFailed
+
+    try:
+        yield
+    except StepFailed as exc:
+        error_line(str(exc))
+        for line in exc.lines:
+            sys.stderr.write(f"  {line}\n")
+        if exc.log is not None:
+            sys.stderr.write(f"  full log: {exc.log}\n")
+        raise typer.Exit(1) from None
+    except RunInterrupted as exc:
+        sys.stderr.write(f"lfkit: interrupted: {exc}\n")
+        raise typer.Exit(130) from None
 
 
 @recipes_app.callback()
@@ -141,7 +161,7 @@ def run_recipe(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; run nothing."),
 ):
     """Run a recipe by name: validate everything, then each step in its own process."""
-    from lfkit.recipes.runner import Runner, StepFailed, refuse_finished
+    from lfkit.recipes.runner import Runner, refuse_finished
 
     plan = plan_for(name, assignments, config, lambda out: None if dry_run else refuse_finished(out, overwrite))
     if dry_run:
@@ -157,16 +177,15 @@ def run_recipe(
                         "args": s.args,
                         "lfkit_args": s.lfkit_args,
                         "notes": s.notes,
+                        "datasets": s.datasets,
                     }
                     for s in plan.steps
                 ],
             }
         )
         return
-    try:
+    with run_failures():
         records = Runner(plan, echo=lambda line: console.print(line, highlight=False)).run(overwrite=overwrite)
-    except StepFailed as exc:
-        fail(str(exc), code=1)
     table(
         f"{plan.recipe.name}: done" + (f" -> {plan.output_dir}" if plan.output_dir else ""),
         ["step", "command", "status", "seconds", "folder"],

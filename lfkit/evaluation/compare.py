@@ -12,38 +12,62 @@ from rich.table import Table
 
 from lfkit.atomic import write_text
 
-from .report import HEADLINE, loss_points, new_figure, save_figure
+from .report import HEADLINE, loss_points, mean_loss_point, new_figure, save_figure
 
 console = Console()
 
 
+def _final_loss(train_dir: Path) -> float | None:
+    points = loss_points(train_dir)
+    if points:
+        return points[-1][1]
+    mean = mean_loss_point(train_dir)
+    return mean[1] if mean else None
+
+
 def collect(out: Path, names, items, trained_step: str, eval_step: str, metric: str) -> list[dict]:
+    """One row per variant; a variant that failed or did not finish is a row with its status and no metrics."""
     rows = []
     for name, values in zip(names, items, strict=True):
         folder = out / name
-        metrics = json.loads((folder / eval_step / "metrics.json").read_text(encoding="utf-8"))
-        run = json.loads((folder / trained_step / "run.json").read_text(encoding="utf-8"))
-        losses = loss_points(folder / trained_step)
+        status = (_read(folder / "run.json") or {}).get("status", "not started")
+        metrics = _read(folder / eval_step / "metrics.json") if status == "finished" else None
+        run = _read(folder / trained_step / "run.json") or {}
         rows.append(
             {
                 "variant": name,
                 **values,
-                **{k: metrics.get(k) for k in HEADLINE},
-                "samples": metrics.get("samples"),
-                "final_loss": losses[-1][1] if losses else None,
+                "status": status if metrics is not None else ("failed" if status == "finished" else status),
+                **{k: (metrics or {}).get(k) for k in HEADLINE},
+                "samples": (metrics or {}).get("samples"),
+                "final_loss": _final_loss(folder / trained_step),
                 "train_seconds": run.get("seconds"),
                 "folder": str(folder),
             }
         )
-    # Ties (common on tiny runs) go to the better F1, then the lower final loss.
-    rows.sort(key=lambda r: (-(r.get(metric) or 0.0), -(r.get("f1") or 0.0), r["final_loss"] or 0.0, r["variant"]))
-    for rank, row in enumerate(rows, 1):
-        row["rank"] = rank
-    return rows
+
+    # Ties (common on tiny runs) go to the better F1, then the lower final loss; equal on all three, equal rank.
+    def key(row):
+        return (-(row.get(metric) or 0.0), -(row.get("f1") or 0.0), row["final_loss"] or 0.0)
+
+    done = sorted((r for r in rows if r["status"] == "finished"), key=lambda r: (key(r), r["variant"]))
+    for index, row in enumerate(done):
+        row["rank"] = done[index - 1]["rank"] if index and key(done[index - 1]) == key(row) else index + 1
+    rest = [r for r in rows if r["status"] != "finished"]
+    for row in rest:
+        row["rank"] = None
+    return done + rest
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _columns(keys: list[str]) -> list[str]:
-    return ["rank", "variant", *keys, *HEADLINE, "final_loss", "train_seconds"]
+    return ["rank", "variant", *keys, "status", *HEADLINE, "final_loss", "train_seconds"]
 
 
 def _cell(value) -> str:
@@ -80,9 +104,14 @@ def write_comparison(out: Path, rows: list[dict], keys: list[str], metric: str, 
 def _plot(out: Path, rows: list[dict], trained_step: str) -> None:
     fig, ax = new_figure(figsize=(7, 4))
     for row in rows:
+        label = f"#{row['rank'] or '-'} {row['variant']}"
         points = loss_points(Path(row["folder"]) / trained_step)
         if points:
-            ax.plot([s for s, _ in points], [v for _, v in points], label=f"#{row['rank']} {row['variant']}")
+            ax.plot([s for s, _ in points], [v for _, v in points], label=label)
+            continue
+        mean = mean_loss_point(Path(row["folder"]) / trained_step)
+        if mean:  # logging_steps above the steps run: the mean loss is the only figure
+            ax.plot([mean[0]], [mean[1]], marker="o", linestyle="", label=f"{label} (mean loss, nothing logged)")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title("training loss per variant")

@@ -42,6 +42,21 @@ def loss_points(train_dir: Path | None) -> list[tuple[int, float]]:
     return points
 
 
+def mean_loss_point(train_dir: Path | None) -> tuple[int, float] | None:
+    """(last step, mean training loss) from train_results.json: all there is when logging_steps
+    exceeded the steps run, so trainer_log.jsonl holds no loss."""
+    if not train_dir:
+        return None
+    try:
+        results = json.loads((Path(train_dir) / "train_results.json").read_text(encoding="utf-8"))
+        state = json.loads((Path(train_dir) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if results.get("train_loss") is None:
+        return None
+    return int(state.get("global_step", 0)), float(results["train_loss"])
+
+
 def new_figure(*args, **kwargs):
     """``plt.subplots`` on the Agg backend: plots are files, and the machine may have no display."""
     import matplotlib

@@ -1,0 +1,143 @@
+"""Input that used to pass --dry-run, or end in a traceback, is now one line and exit 2, before anything loads."""
+
+import json
+import os
+import shutil
+import stat
+
+import pytest
+
+from conftest import BIN, clean_env, run, unprivileged
+
+LFKIT = BIN / "lfkit"
+
+
+def lfkit(*args, home=None, privileged=True):
+    env = clean_env(**({"LFKIT_HOME": str(home)} if home else {}))
+    cmd = [str(LFKIT), *map(str, args)]
+    return run(cmd if privileged else unprivileged(cmd), env=env)
+
+
+def one_line(result) -> str:
+    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lfkit: error: "), result.stderr[-3000:]
+    return lines[0]
+
+
+RANGES = {
+    "num_train_epochs=-1": "num_train_epochs=-1.0 must be greater than 0",
+    "lora_rank=0": "lora_rank=0 must be 1 or more",
+    "cutoff_len=0": "cutoff_len=0 must be 1 or more",
+    "learning_rate=-1": "learning_rate=-1.0 must be greater than 0",
+    "per_device_train_batch_size=0": "per_device_train_batch_size=0 must be 1 or more",
+    "max_steps=-5": "max_steps=-5 must be 1 or more, or -1 for no limit",
+}
+
+
+@pytest.mark.parametrize("assignment", list(RANGES))
+def test_values_out_of_range_stop_the_dry_run(assignment, tmp_path, tiny_llama):
+    line = one_line(lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
+                          f"output_dir={tmp_path / 'out'}", assignment, "--dry-run"))  # fmt: skip
+    assert line == f"lfkit: error: recipe sft-lora-single, step train: {RANGES[assignment]}"
+
+
+@pytest.mark.parametrize("content", ["gbk", "binary"])
+def test_a_config_file_that_is_not_utf8_text(content, tmp_path, tiny_llama):
+    config = tmp_path / "extra.yaml"
+    if content == "gbk":
+        config.write_bytes("# 学习率\nlearning_rate: 1.0e-4\n".encode("gbk"))
+    else:
+        config.write_bytes(bytes(range(256)) * 4)
+    line = one_line(lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
+                          f"output_dir={tmp_path / 'out'}", "--config", config, "--dry-run"))  # fmt: skip
+    assert line.startswith(f"lfkit: error: --config {config}: not UTF-8 text (byte ")
+
+
+@pytest.fixture
+def model_copy(tmp_path, tiny_llama):
+    return shutil.copytree(tiny_llama, tmp_path / "model")
+
+
+def test_a_corrupt_config_json(model_copy, tmp_path):
+    (model_copy / "config.json").write_text('{"model_type": "llama",')
+    line = one_line(lfkit("run", "sft-lora-single", f"model={model_copy}", "dataset=telecom_demo",
+                          f"output_dir={tmp_path / 'out'}", "--dry-run"))  # fmt: skip
+    assert line.startswith(f"lfkit: error: model {model_copy}: config.json is corrupt (")
+    assert one_line(lfkit("models", "detect", model_copy)).startswith("lfkit: error: model ")
+
+
+def test_truncated_safetensors(model_copy, tmp_path):
+    weights = next(model_copy.glob("*.safetensors"))
+    with open(weights, "r+b") as fh:
+        fh.truncate(weights.stat().st_size // 2)
+    line = one_line(lfkit("run", "sft-lora-single", f"model={model_copy}", "dataset=telecom_demo",
+                          f"output_dir={tmp_path / 'out'}", "--dry-run"))  # fmt: skip
+    assert line.startswith(f"lfkit: error: model {model_copy}: {weights.name} is corrupt: truncated (")
+
+
+def test_a_corrupt_adapter(tmp_path, tiny_llama):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"\xff" * 64)
+    line = one_line(lfkit("run", "merge-lora", f"model={tiny_llama}", f"adapter={adapter}",
+                          f"output_dir={tmp_path / 'merged'}", "--dry-run"))  # fmt: skip
+    assert line.startswith(f"lfkit: error: adapter {adapter}: adapter_model.safetensors is corrupt: ")
+
+
+def test_a_registered_dataset_whose_file_is_gone(tmp_path, tiny_llama):
+    home, data = tmp_path / "home", tmp_path / "mine.json"
+    data.write_text(json.dumps([{"instruction": "q", "input": "", "output": "a"}]))
+    assert lfkit("data", "add", "mine", data, home=home).returncode == 0
+    data.unlink()
+    line = one_line(lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=mine",
+                          f"output_dir={tmp_path / 'out'}", "--dry-run", home=home))  # fmt: skip
+    assert line == (
+        f"lfkit: error: dataset 'mine': its file {data} is gone; put it back, or `lfkit data remove mine` "
+        "and register it again"
+    )
+
+
+def test_a_sharegpt_row_without_an_assistant_turn(tmp_path):
+    data = tmp_path / "chat.json"
+    rows = [{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
+            {"conversations": [{"from": "human", "value": "only a question"}]}]  # fmt: skip
+    data.write_text(json.dumps(rows))
+    line = one_line(lfkit("data", "add", "chat", data, "--formatting", "sharegpt", home=tmp_path / "home"))
+    assert line == f"lfkit: error: {data}: row 2: no assistant turn answers the last user turn ('gpt')"
+
+
+def test_a_read_only_output_dir(tmp_path, tiny_llama):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        line = one_line(lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
+                              f"output_dir={out}", "max_steps=1", privileged=False))  # fmt: skip
+    finally:
+        out.chmod(0o755)
+    assert line == f"lfkit: error: output_dir {out}: cannot write there (Permission denied)"
+    assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("where", ["a file", "read-only"])
+def test_prepare_out_that_cannot_be_written(where, tmp_path):
+    from telecom_tables import raw_rows, write_csv
+
+    source = write_csv(tmp_path / "raw.csv", raw_rows())
+    out = tmp_path / "splits"
+    if where == "a file":
+        out.write_text("x")
+    else:
+        out.mkdir()
+        out.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        line = one_line(lfkit("data", "prepare", "telecom", source, "--out", out, "--train-sizes", "100",
+                              home=tmp_path / "home", privileged=where == "a file"))  # fmt: skip
+    finally:
+        if out.is_dir():
+            out.chmod(0o755)
+    expected = "is a file; give a folder" if where == "a file" else "cannot write there (Permission denied)"
+    assert line.startswith(f"lfkit: error: --out {out}") and expected in line
+    assert not (tmp_path / "home" / "datasets.json").exists()

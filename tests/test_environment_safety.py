@@ -1,0 +1,183 @@
+"""lfkit's own state never breaks a Python process of the environment, and `lfkit data` keeps names safe.
+
+Each case first builds the state that used to stop `import torch` with exit 2 (a
+corrupt registry, a bad name in it, an unreadable or read-only home, a plugin that
+raises, a user recipe that does not parse) and then shows the process running on,
+with at most one warning line and the problem listed by `lfkit doctor`.
+"""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from conftest import BIN, clean_env, py, run, unprivileged
+
+LFKIT = BIN / "lfkit"
+IMPORT = "import torch, llamafactory; print('IMPORTED')"
+
+
+def imports(home, *, privileged=True, **extra):
+    cmd = [sys.executable, "-c", IMPORT]
+    env = clean_env(LFKIT_HOME=str(home), **extra)
+    return run(cmd if privileged else unprivileged(cmd), env=env)
+
+
+def doctor_problems(home, privileged=True):
+    cmd = [str(LFKIT), "doctor", "--json"]
+    result = run(cmd if privileged else unprivileged(cmd), env=clean_env(LFKIT_HOME=str(home)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)["problems"]
+
+
+def warnings_of(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("lfkit:")]
+
+
+def test_a_corrupt_registry_is_set_aside_never_deleted(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "datasets.json").write_text('{"telecom_train_400": {"file": ')
+    result = imports(home)
+    assert result.returncode == 0 and "IMPORTED" in result.stdout, result.stderr[-2000:]
+    assert len(warnings_of(result)) == 1 and "corrupt" in warnings_of(result)[0]
+    aside = list(home.glob("datasets.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_text() == '{"telecom_train_400": {"file": '
+    assert not (home / "datasets.json").exists()
+    # every lfkit command goes on too
+    assert run([LFKIT, "datasets", "--json"], env=clean_env(LFKIT_HOME=str(home))).returncode == 0
+
+
+def test_a_bad_entry_name_is_left_out_and_can_be_removed(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    data = tmp_path / "one.json"
+    data.write_text(json.dumps([{"instruction": "q", "input": "", "output": "a"}]))
+    entry = {"file": str(data), "formatting": "alpaca"}
+    (home / "datasets.json").write_text(json.dumps({"bad name/x": entry, "good": entry}))
+    result = imports(home)
+    assert result.returncode == 0 and "IMPORTED" in result.stdout, result.stderr[-2000:]
+    assert len(warnings_of(result)) == 1 and "'bad name/x'" in warnings_of(result)[0]
+    problems = doctor_problems(home)
+    assert any("bad name/x" in p["what"] and "lfkit data remove" in p["fix"] for p in problems)
+    listed = json.loads(run([LFKIT, "datasets", "--json"], env=clean_env(LFKIT_HOME=str(home))).stdout)
+    assert "good" in {d["name"] for d in listed}
+
+    removed = run([LFKIT, "data", "remove", "bad name/x"], env=clean_env(LFKIT_HOME=str(home)))
+    assert removed.returncode == 0, removed.stderr
+    assert set(json.loads((home / "datasets.json").read_text())) == {"good"} and data.is_file()
+    assert warnings_of(imports(home)) == []
+
+
+def test_data_add_refuses_a_bad_name(tmp_path):
+    home = tmp_path / "home"
+    data = tmp_path / "one.json"
+    data.write_text(json.dumps([{"instruction": "q", "input": "", "output": "a"}]))
+    result = run([LFKIT, "data", "add", "bad name/x", data], env=clean_env(LFKIT_HOME=str(home)))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "lfkit: error: dataset name 'bad name/x': use letters, digits, '_', '-', '.', starting with a letter or digit"
+    ]
+    assert not (home / "datasets.json").exists()
+    assert imports(home).returncode == 0
+
+
+@pytest.mark.parametrize("how", ["unreadable", "read-only", "a file"])
+def test_an_unusable_home_folder_never_stops_a_process(how, tmp_path):
+    home = tmp_path / "home"
+    if how == "a file":
+        home.write_text("not a folder")
+    else:
+        home.mkdir()
+        (home / "datasets.json").write_text(json.dumps({"x": {"file": str(tmp_path / "x.json")}}))
+        (home / "recipes").mkdir()
+        home.chmod(0 if how == "unreadable" else stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        result = imports(home, privileged=False)
+        assert result.returncode == 0 and "IMPORTED" in result.stdout, result.stderr[-2000:]
+        assert len(warnings_of(result)) <= 1
+        if how == "unreadable":
+            assert "cannot read the dataset registry" in warnings_of(result)[0]
+            assert any("cannot read" in p["what"] for p in doctor_problems(home, privileged=False))
+    finally:
+        if home.is_dir():
+            home.chmod(0o755)
+
+
+def test_a_raising_plugin_never_stops_a_process(tmp_path, broken_site):
+    result = imports(tmp_path / "home", PYTHONPATH=str(broken_site))
+    assert result.returncode == 0 and "IMPORTED" in result.stdout, result.stderr[-2000:]
+    assert len(warnings_of(result)) == 1 and "plugin broken" in warnings_of(result)[0]
+
+
+def test_a_user_recipe_that_does_not_parse_is_left_out(tmp_path):
+    home = tmp_path / "home"
+    (home / "recipes").mkdir(parents=True)
+    (home / "recipes" / "mine.yaml").write_text("name: mine\ncommand: train\nargs: {stage: sft\n")
+    (home / "recipes" / "good.yaml").write_text("name: my-chat\ncommand: chat\nargs: {model_name_or_path: x}\n")
+    result = imports(home)
+    assert result.returncode == 0 and "IMPORTED" in result.stdout, result.stderr[-2000:]
+    assert len(warnings_of(result)) == 1 and "mine.yaml" in warnings_of(result)[0]
+    listed = run([LFKIT, "recipes", "--json"], env=clean_env(LFKIT_HOME=str(home)))
+    assert listed.returncode == 0 and "my-chat" in {r["name"] for r in json.loads(listed.stdout)}
+    assert any("mine.yaml" in p["fix"] for p in doctor_problems(home))
+
+
+def test_unknown_names_in_the_switches_are_reported(tmp_path):
+    env = clean_env(LFKIT_HOME=str(tmp_path), LFKIT_DISABLE_PATCHES="lf-dataset-lookpu", LFKIT_PLUGINS="nosuch")
+    result = py("import torch", env=env)
+    assert result.returncode == 0
+    (line,) = warnings_of(result)
+    assert "LFKIT_DISABLE_PATCHES names 'lf-dataset-lookpu', which is no patch here" in line
+    assert "did you mean lf-dataset-lookup?" in line and "(+1 more)" in line
+    strict = py("import torch", env={**env, "LFKIT_STRICT_PLUGINS": "1"})
+    assert strict.returncode == 2
+    assert strict.stderr.strip().splitlines()[-1].startswith("lfkit: error: LFKIT_DISABLE_PATCHES names")
+
+
+def test_registry_writes_are_locked_so_parallel_adds_keep_every_entry(tmp_path):
+    home = tmp_path / "home"
+    data = tmp_path / "one.json"
+    data.write_text(json.dumps([{"instruction": "q", "input": "", "output": "a"}]))
+    env = clean_env(LFKIT_HOME=str(home))
+    procs = [
+        subprocess.Popen([str(LFKIT), "data", "add", f"set_{i}", str(data)], env=env, stderr=subprocess.PIPE)
+        for i in range(8)
+    ]
+    assert [p.wait() for p in procs] == [0] * 8, [p.stderr.read() for p in procs]
+    assert set(json.loads((home / "datasets.json").read_text())) == {f"set_{i}" for i in range(8)}
+
+
+def test_a_registered_name_is_replaced_only_with_replace(tmp_path):
+    home = tmp_path / "home"
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    for path in (first, second):
+        path.write_text(json.dumps([{"instruction": "q", "input": "", "output": path.name}]))
+    env = clean_env(LFKIT_HOME=str(home))
+    assert run([LFKIT, "data", "add", "mine", first], env=env).returncode == 0
+    again = run([LFKIT, "data", "add", "mine", second], env=env)
+    assert again.returncode == 2
+    assert again.stderr.strip() == (
+        f"lfkit: error: dataset 'mine' is already registered for {first}; pass --replace to point it at {second}"
+    )
+    assert json.loads((home / "datasets.json").read_text())["mine"]["file"] == str(first)
+    assert run([LFKIT, "data", "add", "mine", second, "--replace"], env=env).returncode == 0
+    assert json.loads((home / "datasets.json").read_text())["mine"]["file"] == str(second)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_lfkit_files_follow_the_umask(umask, tmp_path):
+    from lfkit.atomic import write_json
+
+    previous = os.umask(umask)
+    try:
+        write_json(tmp_path / "record.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "record.json").stat().st_mode) == 0o666 & ~umask
+    (tmp_path / "record.json").chmod(0o640)
+    write_json(tmp_path / "record.json", {"a": 2})  # a replaced file keeps the mode it had
+    assert stat.S_IMODE((tmp_path / "record.json").stat().st_mode) == 0o640

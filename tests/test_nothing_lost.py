@@ -1,0 +1,183 @@
+"""Nothing the user made is deleted or mixed: --overwrite, kills, signals, changed data.
+
+Real runs of the real LLaMA-Factory on a tiny model; the kill tests send real
+signals to real processes.
+"""
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, clean_env, run, write_alpaca
+
+pytestmark = pytest.mark.slow
+LFKIT = BIN / "lfkit"
+QUICK = ["max_steps=2", "logging_steps=1", "per_device_train_batch_size=2", "cutoff_len=64"]
+LONG = ["max_steps=400", "save_steps=5", "logging_steps=5", "per_device_train_batch_size=1", "cutoff_len=64"]
+
+
+def lfkit(*args, env=None):
+    return run([LFKIT, *args], env=env or clean_env())
+
+
+def record(folder):
+    return json.loads((folder / "run.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_llama):
+    """A finished LoRA run (an adapter) on a dataset folder of its own."""
+    root = tmp_path_factory.mktemp("trained")
+    data = write_alpaca(root / "data")
+    adapter = root / "adapter"
+    result = lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
+                   f"output_dir={adapter}", *QUICK)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return adapter, data
+
+
+def test_an_input_is_never_an_output_even_with_overwrite(trained, tiny_llama):
+    adapter, data = trained
+    before = {p.name: p.stat().st_mtime_ns for p in adapter.iterdir()}
+    cases = [
+        (["eval", f"model={tiny_llama}", f"adapter={adapter}", f"output_dir={adapter}"], "is the adapter"),
+        (["run", "merge-lora", f"model={tiny_llama}", f"adapter={adapter}", f"output_dir={tiny_llama}"], "is the model"),
+        (["run", "merge-lora", f"model={tiny_llama}", f"adapter={adapter}", f"output_dir={tiny_llama.parent}"],
+         "contains the model"),
+        (["run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
+          f"output_dir={data}"], "contains the dataset tiny_alpaca"),
+    ]  # fmt: skip
+    for argv, relation in cases:
+        for flags in ([], ["--overwrite"]):
+            result = lfkit(*argv, *flags)
+            assert result.returncode == 2, (argv, result.stderr[-2000:])
+            (line,) = result.stderr.strip().splitlines()
+            assert relation in line and "choose a folder of its own" in line, line
+    assert {p.name: p.stat().st_mtime_ns for p in adapter.iterdir()} == before
+    assert (tiny_llama / "config.json").is_file() and (data / "tiny_alpaca.json").is_file()
+
+
+def test_overwrite_removes_only_what_the_run_recorded(tmp_path, tiny_llama):
+    data = write_alpaca(tmp_path / "data")
+    out = tmp_path / "adapter"
+    argv = ["run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
+            f"output_dir={out}", *QUICK]  # fmt: skip
+    assert lfkit(*argv).returncode == 0
+    recorded = set(json.loads((out / ".lfkit-outputs.json").read_text())["files"])
+    assert {"run.json", "adapter_model.safetensors", "output.log", "llamafactory.yaml"} <= recorded
+
+    (out / "NOTES.txt").write_text("lr 1e-2 looked better")
+    refused = lfkit(*argv, "--overwrite")
+    assert refused.returncode == 2
+    assert "holds files lfkit did not record as this run's (NOTES.txt)" in refused.stderr
+    assert (out / "NOTES.txt").is_file() and (out / "adapter_model.safetensors").is_file()
+
+    (out / "NOTES.txt").unlink()
+    again = lfkit(*argv, "--overwrite")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert record(out)["status"] == "finished"
+
+
+def _start(argv):
+    return subprocess.Popen([str(a) for a in argv], env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _wait_for(path, process, seconds=300):
+    deadline = time.monotonic() + seconds
+    while not path.is_file():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def _step_pids(folder) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", f"lfkit.recipes.step {folder}"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_killing_lfkit_kills_its_step_and_the_lock_keeps_a_second_trainer_out(tmp_path, tiny_llama):
+    data = write_alpaca(tmp_path / "data")
+    out = tmp_path / "adapter"
+    argv = [LFKIT, "run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
+            f"output_dir={out}", *LONG]  # fmt: skip
+    first = _start(argv)
+    _wait_for(out / "checkpoint-5" / "trainer_state.json", first)
+
+    second = run(argv, env=clean_env())
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines()[-1].startswith(f"lfkit: error: output_dir {out} has a run in progress")
+
+    assert _step_pids(out), "the step process should be training"
+    first.kill()  # SIGKILL to lfkit alone, not to its process group
+    first.communicate()
+    deadline = time.monotonic() + 30
+    while _step_pids(out):
+        assert time.monotonic() < deadline, "the step process outlived lfkit"
+        time.sleep(0.2)
+    steps_then = len((out / "trainer_log.jsonl").read_text().splitlines())
+    time.sleep(1)
+    assert len((out / "trainer_log.jsonl").read_text().splitlines()) == steps_then  # nobody trains on
+
+    resumed = run(argv, env=clean_env())  # the lock died with both processes
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert record(out)["status"] == "finished" and record(out)["resumed_from"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_marks_the_run_interrupted_with_one_line(sig, tmp_path, tiny_llama):
+    data = write_alpaca(tmp_path / "data")
+    out = tmp_path / "adapter"
+    argv = [LFKIT, "run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
+            f"output_dir={out}", *LONG]  # fmt: skip
+    process = _start(argv)
+    _wait_for(out / "checkpoint-5" / "trainer_state.json", process)
+    process.send_signal(sig)
+    _stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    name = signal.Signals(sig).name
+    assert stderr.strip().splitlines()[-1] == (
+        f"lfkit: interrupted: stopped by {name} during step train; "
+        "run the same command again to resume from its last checkpoint"
+    )
+    assert record(out)["status"] == "interrupted"
+    assert not _step_pids(out)
+
+
+def test_a_run_never_resumes_on_changed_data(tmp_path, tiny_llama):
+    data = write_alpaca(tmp_path / "data")
+    out = tmp_path / "adapter"
+    argv = [LFKIT, "run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
+            f"output_dir={out}", *LONG]  # fmt: skip
+    process = _start(argv)
+    _wait_for(out / "checkpoint-5" / "trainer_state.json", process)
+    process.terminate()
+    process.communicate(timeout=60)
+    datasets = record(out)["datasets"]
+    assert datasets["tiny_alpaca"]["file"] == str(data / "tiny_alpaca.json")
+    assert len(datasets["tiny_alpaca"]["sha256"]) == 64
+
+    write_alpaca(data, rows=20)  # the same name, other rows
+    again = run(argv, env=clean_env())
+    assert again.returncode == 2
+    assert "holds an unfinished run with other arguments (dataset tiny_alpaca changed since the run started" in (
+        again.stderr
+    )
+
+
+def test_a_failed_step_prints_the_lines_that_name_the_error(tmp_path, tiny_llama):
+    data = write_alpaca(tmp_path / "data")
+    out = tmp_path / "adapter"
+    result = lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
+                   f"output_dir={out}", "lora_target=no_such_module", *QUICK)  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "lfkit: error: step train (train) failed with exit code 1"
+    assert any("no_such_module" in line for line in lines[1:-1]), lines
+    assert lines[-1] == f"  full log: {out / 'output.log'}"
+    assert "Traceback" in (out / "output.log").read_text()
+    assert record(out)["status"] == "failed"
