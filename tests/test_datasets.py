@@ -95,11 +95,14 @@ def test_splits_are_balanced_disjoint_nested_and_deterministic(tmp_path, home):
         assert questions["telecom_test_100"].isdisjoint(questions[name])
     assert questions["telecom_train_50"] <= questions["telecom_train_100"] <= questions["telecom_train_400"]
 
-    assert prepare(home, source, tmp_path / "b").returncode == 0
+    # the names point at a's files: re-pointing them to b's needs --replace
+    refused = prepare(home, source, tmp_path / "b")
+    assert refused.returncode == 2 and "pass --replace" in refused.stderr and not (tmp_path / "b").exists()
+    assert prepare(home, source, tmp_path / "b", "--replace").returncode == 0
     assert (tmp_path / "a" / "telecom_test_100.json").read_text() == (
         tmp_path / "b" / "telecom_test_100.json"
     ).read_text()
-    assert prepare(home, source, tmp_path / "c", "--seed", "7").returncode == 0
+    assert prepare(home, source, tmp_path / "c", "--seed", "7", "--replace").returncode == 0
     assert (tmp_path / "a" / "telecom_test_100.json").read_text() != (
         tmp_path / "c" / "telecom_test_100.json"
     ).read_text()

@@ -181,3 +181,17 @@ def test_lfkit_files_follow_the_umask(umask, tmp_path):
     (tmp_path / "record.json").chmod(0o640)
     write_json(tmp_path / "record.json", {"a": 2})  # a replaced file keeps the mode it had
     assert stat.S_IMODE((tmp_path / "record.json").stat().st_mode) == 0o640
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("disabled", ["all", "lf-dataset-lookup"])
+def test_lfkit_runs_find_registered_datasets_without_the_lookup_patch(disabled, tmp_path, tiny_llama):
+    out = tmp_path / "out"
+    env = clean_env(LFKIT_DISABLE_PATCHES=disabled)
+    result = run([LFKIT, "run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo", f"output_dir={out}",
+                  "max_steps=1", "max_samples=4", "cutoff_len=32"], env=env, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((out / "lfkit-data" / "dataset_info.json").read_text())
+    assert os.path.isabs(info["telecom_demo"]["file_name"])
+    statuses = {p["id"]: p["status"] for p in json.loads((out / "run.json").read_text())["patches"]}
+    assert statuses["lf-dataset-lookup"] == "disabled"
