@@ -21,6 +21,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/lfkit run demo
 
 test: $(STAMP)
+	bash scripts/install-slurm.sh
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -53,6 +53,8 @@ def merged_info(names: list[str] | None, user: dict[str, Any] | None) -> dict[st
         entry = registry.get(name)
         if entry is None:
             continue
+        if name in merged and merged[name] == entry.value.dataset_info():
+            continue  # a folder lfkit materialised: the same entry, nothing to choose between
         if name in merged:
             logger.warning(
                 "lfkit: dataset %r: your dataset_info.json entry wins over the one from %s", name, entry.plugin

@@ -8,6 +8,7 @@ imported apply at once.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from . import import_hooks
@@ -40,6 +41,11 @@ def activate() -> None:
     if _active:
         return
     _active = True
+    if os.environ.get("LFKIT_WORKER_REPORTS") and os.environ.get("RANK"):
+        # A torchrun worker of a step lfkit started: leave its patch statuses for run.json.
+        from .launching import workers
+
+        workers.arm()
     if TRIGGER_ROOTS & sys.modules.keys():
         _load_plugins()
     else:

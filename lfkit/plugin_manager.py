@@ -32,6 +32,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "lfkit.rocm_patches",
     "lfkit.dataset_registry",
     "lfkit.recipes",
+    "lfkit.launching",
     "lfkit.plugins",
 )
 

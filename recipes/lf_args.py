@@ -20,8 +20,15 @@ from typing import Any
 from lfkit.errors import UsageError
 
 # Keys lfkit's side of a step reads; never passed to LLaMA-Factory's parser.
+LAUNCH_KEYS: dict[str, Any] = {
+    "nproc_per_node": int,
+    "nnodes": int,
+    "node_rank": int,
+    "master_addr": str,
+    "master_port": int,
+}
 LFKIT_KEYS: dict[str, dict[str, Any]] = {
-    "train": {},
+    "train": LAUNCH_KEYS,  # how many workers, through LLaMA-Factory's torchrun launcher
     "export": {},
     "chat": {"prompt": str, "seed": int},
     "eval": {"batch_size": int, "seed": int},

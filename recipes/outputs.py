@@ -9,6 +9,7 @@ record them.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from collections.abc import Iterable
@@ -20,6 +21,8 @@ from lfkit.errors import UsageError
 MANIFEST = ".lfkit-outputs.json"
 LOCK_FILE = ".lfkit.lock"
 BOOKKEEPING = frozenset({MANIFEST, LOCK_FILE})
+# A Slurm job's log, written by Slurm itself into the run folder while the job runs.
+JOB_LOGS = "slurm-*.out"
 
 
 def files_under(root: Path) -> set[str]:
@@ -50,6 +53,8 @@ def keep_user_files(root: Path, unfinished: Iterable[Path]) -> None:
     open_dirs = [Path(d).resolve() for d in unfinished]
     user = set(manifest["user_files"])
     for rel in files_under(root) - set(manifest["files"]) - BOOKKEEPING:
+        if fnmatch.fnmatch(rel, JOB_LOGS):
+            continue
         path = (Path(root) / rel).resolve()
         if not any(path.is_relative_to(d) for d in open_dirs):
             user.add(rel)
@@ -68,7 +73,7 @@ def removal(root: Path, extra_own: Iterable[str] = ()) -> list[Path]:
     root = Path(root)
     own = set(read_manifest(root)["files"]) | BOOKKEEPING | set(extra_own)
     present = files_under(root)
-    foreign = sorted(present - own)
+    foreign = sorted(rel for rel in present - own if not fnmatch.fnmatch(rel, JOB_LOGS))
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
         raise UsageError(

@@ -47,6 +47,10 @@ RULES: dict[str, Rule] = {
     "export_size": _AT_LEAST_ONE,
     "loraplus_lr_ratio": _POSITIVE,
     "batch_size": _AT_LEAST_ONE,
+    "nproc_per_node": _AT_LEAST_ONE,
+    "nnodes": _AT_LEAST_ONE,
+    "node_rank": _NOT_NEGATIVE,
+    "master_port": (lambda v: 1 <= v <= 65535, "must be a TCP port, 1 to 65535"),
 }
 
 

@@ -129,10 +129,28 @@ def _params(recipe: Recipe, given: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _auto_precision() -> bool:
+def visible_devices() -> int:
+    """GPUs (CUDA, ROCm or DTK) this process sees; 0 on a CPU machine."""
     import torch
 
-    return bool(torch.cuda.is_available())
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _launch(args: dict[str, Any], devices: int, where: str) -> None:
+    """Workers and DeepSpeed: more workers than devices is refused (a CPU machine may run any number);
+    DeepSpeed always runs under torchrun, one worker per device unless told."""
+    if args.get("deepspeed") and not args.get("nproc_per_node"):
+        args["nproc_per_node"] = max(devices, 1)
+    nproc = args.get("nproc_per_node")
+    if nproc and devices and nproc > devices:
+        raise UsageError(f"{where}: nproc_per_node={nproc} but only {devices} device(s) are visible")
+    nnodes, rank = args.get("nnodes") or 1, args.get("node_rank")
+    if rank is not None and rank >= nnodes:
+        raise UsageError(f"{where}: node_rank={rank} must be below nnodes={nnodes}")
+    if args.get("deepspeed"):
+        from lfkit.launching.deepspeed import resolve as resolve_deepspeed
+
+        args["deepspeed"] = resolve_deepspeed(args["deepspeed"], args)
 
 
 def _absolute(key: str, value: Any) -> Any:
@@ -156,9 +174,11 @@ def resolve(
     assignments: dict[str, Any],
     config: dict[str, Any] | None = None,
     on_output_dir: Callable[[Path | None], None] | None = None,
+    devices: int | None = None,
 ) -> Plan:
     """The plan of a run. ``on_output_dir`` sees the run folder as soon as it is known,
-    before LLaMA-Factory is imported, so a refusal there costs nothing."""
+    before LLaMA-Factory is imported, so a refusal there costs nothing. ``devices``: the
+    GPUs per node where the run will go (a Slurm job's gres); None means this machine's."""
     given = {**(config or {}), **assignments}
     step_names = {s.name for s in recipe.steps}
     per_step: dict[str, dict[str, Any]] = {name: {} for name in step_names}
@@ -209,7 +229,9 @@ def resolve(
         resolved = ResolvedStep(step.name, step.command, dirs[step.name], {})
         for key in AUTO_PRECISION:
             if args.get(key) == "auto":
-                args[key] = _auto_precision()
+                if devices is None:
+                    devices = visible_devices()
+                args[key] = devices > 0
                 resolved.notes.append(f"{key}: auto -> {args[key]} (GPU visible: {args[key]})")
         if step.command != "report":
             _prepare_with_plugins(step.command, args)
@@ -220,6 +242,10 @@ def resolve(
                 raise UsageError(f"{where}: {out_of_range}")
             if key in PATH_KEYS:
                 args[key] = _absolute(key, args[key])
+        if step.command == "train":
+            if devices is None and (args.get("nproc_per_node") or args.get("deepspeed")):
+                devices = visible_devices()
+            _launch(args, devices or 0, where)
         own = lf_args.lfkit_keys(step.command)
         resolved.args = {k: v for k, v in args.items() if k not in own}
         resolved.lfkit_args = {k: v for k, v in args.items() if k in own}

@@ -28,6 +28,8 @@ from typing import Any
 
 from lfkit.atomic import write_json, write_text
 from lfkit.errors import UsageError
+from lfkit.launching import workers
+from lfkit.launching.torchrun import launcher_env, world_size
 from lfkit.locking import Busy, acquire
 
 from . import inputs, outputs
@@ -36,8 +38,10 @@ from .step_process import LOG_FILE, StepProcess, Stopped, error_lines, stop_sign
 
 RUN_FILE = "run.json"
 LF_ARGS_FILE = "llamafactory.yaml"
+DEEPSPEED_FILE = "deepspeed.json"
 PATCH_REPORT = ".lfkit-patches.json"
 FINISHED, RUNNING, FAILED, INTERRUPTED = "finished", "running", "failed", "interrupted"
+SUBMITTED = "submitted"  # a Slurm job that has not started yet
 VERSIONS = ("lfkit", "llamafactory", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed")
 
 
@@ -64,7 +68,7 @@ def read_record(folder: Path | None, name: str = RUN_FILE) -> dict | None:
         return None
 
 
-def _now() -> str:
+def now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
@@ -76,9 +80,48 @@ def _plan_record(plan: Plan) -> dict[str, Any]:
             "args": s.args,
             "lfkit_args": s.lfkit_args,
             "datasets": s.datasets,
+            "notes": s.notes,
         }
         for s in plan.steps
     }
+
+
+def identity(plan: Plan) -> dict[str, Any]:
+    """What a run.json says of the run it belongs to: recipe, parameters, the whole plan."""
+    return {"recipe": plan.recipe.name, "params": _normal(plan.params), "plan": _normal(_plan_record(plan))}
+
+
+def plan_file(plan: Plan) -> dict[str, Any]:
+    """A resolved plan as JSON, for a run that goes on elsewhere (a Slurm job) exactly as it was resolved."""
+    return _normal(
+        {
+            "recipe": plan.recipe.name,
+            "description": plan.recipe.description,
+            "params": plan.params,
+            "output_dir": str(plan.output_dir) if plan.output_dir else None,
+            "steps": _plan_record(plan),
+        }
+    )
+
+
+def plan_from_file(data: dict[str, Any]) -> Plan:
+    from .spec import Recipe, Step
+
+    steps = [
+        ResolvedStep(
+            name,
+            s["command"],
+            Path(s["dir"]) if s.get("dir") else None,
+            dict(s["args"]),
+            dict(s.get("lfkit_args") or {}),
+            list(s.get("notes") or []),
+            dict(s.get("datasets") or {}),
+        )
+        for name, s in data["steps"].items()
+    ]
+    recipe = Recipe(data["recipe"], data.get("description", ""), {}, tuple(Step(s.name, s.command, {}) for s in steps))
+    out = data.get("output_dir")
+    return Plan(recipe, dict(data.get("params") or {}), Path(out) if out else None, steps)
 
 
 def _normal(data: Any) -> Any:
@@ -140,6 +183,13 @@ def check_output_dir(plan: Plan, overwrite: bool) -> str:
         return "fresh"
     refuse_foreign(out)
     record = read_record(out)
+    job = (record.get("slurm") or {}).get("job_id")
+    if job and os.environ.get("SLURM_JOB_ID") != str(job):
+        from lfkit.slurm.submit import refuse_active  # a submitted job of this folder that is not us
+
+        refuse_active(out)
+    if record.get("status") == SUBMITTED and not overwrite:
+        return "fresh"  # a Slurm job's first start: the folder holds only what the submission wrote
     refuse_finished(out, overwrite, record)
     if overwrite:
         outputs.remove(out, outputs.removal(out))
@@ -183,16 +233,30 @@ def _fix_adapter_base(folder: Path, base: str | None) -> None:
         write_json(config_path, config)
 
 
+def _own_deepspeed_copy(args: dict[str, Any], folder: Path) -> None:
+    """The step folder keeps the DeepSpeed config it ran with, beside its llamafactory.yaml."""
+    source = args.get("deepspeed")
+    if source and Path(source).is_file() and Path(source) != folder / DEEPSPEED_FILE:
+        write_text(folder / DEEPSPEED_FILE, Path(source).read_text(encoding="utf-8"))
+        args["deepspeed"] = str(folder / DEEPSPEED_FILE)
+
+
 class Runner:
-    def __init__(self, plan: Plan, echo: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        echo: Callable[[str], None] = print,
+        on_train_step: Callable[[ResolvedStep, bool], None] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.plan = plan
         self.echo = echo
+        # Told before each train step whether it launches (True) or was kept; a Slurm job's
+        # other nodes start their workers on it.
+        self.on_train_step = on_train_step
         self.lock: int | None = None  # the run folder's lock, passed on to each step process
-        self.common = {
-            "recipe": plan.recipe.name,
-            "params": _normal(plan.params),
-            "plan": _normal(_plan_record(plan)),
-        }
+        # kept in every run.json this run writes (with ``extra``: a Slurm job's record)
+        self.common = {**identity(plan), **(extra or {})}
 
     def _write(self, folder: Path, record: dict) -> None:
         write_json(folder / RUN_FILE, _normal(record))
@@ -215,7 +279,7 @@ class Runner:
         if multi:
             started = read_record(root) or {}
             self._write(
-                root, {**self.common, "status": RUNNING, "pid": os.getpid(), "started": started.get("started", _now())}
+                root, {**self.common, "status": RUNNING, "pid": os.getpid(), "started": started.get("started", now())}
             )
         results = []
         try:
@@ -224,13 +288,13 @@ class Runner:
         except (StepFailed, RunInterrupted) as exc:
             if multi:
                 status = INTERRUPTED if isinstance(exc, RunInterrupted) else FAILED
-                self._write(root, {**(read_record(root) or {}), "status": status, "ended": _now()})
+                self._write(root, {**(read_record(root) or {}), "status": status, "ended": now()})
             raise
         finally:
             outputs.record(root)
         if multi:
             record = read_record(root) or {}
-            self._write(root, {**record, "status": FINISHED, "finished": _now(), "steps": [r["step"] for r in results]})
+            self._write(root, {**record, "status": FINISHED, "finished": now(), "steps": [r["step"] for r in results]})
             outputs.record(root)
         return results
 
@@ -240,6 +304,8 @@ class Runner:
         previous = read_record(folder)
         if previous and previous.get("status") == FINISHED and previous.get("step") == step.name:
             self.echo(f"lfkit: step {step.name}: finished earlier, kept ({folder})")
+            if step.command == "train" and self.on_train_step is not None:
+                self.on_train_step(step, False)
             return previous
         folder.mkdir(parents=True, exist_ok=True)
         args = dict(step.args)
@@ -255,6 +321,7 @@ class Runner:
                 args["overwrite_output_dir"] = True
         if not temporary:
             args = inputs.materialize(args, folder)
+            _own_deepspeed_copy(args, folder)
         write_text(
             folder / LF_ARGS_FILE,
             export_yaml(replace(step, args=args), self.plan.recipe),
@@ -275,7 +342,7 @@ class Runner:
             "argv": [sys.executable, "-m", "lfkit.recipes.step", str(folder)],
             "versions": versions(),
             "platform": detect_platform().as_dict(),
-            "started": _now(),
+            "started": now(),
         }
         self._write(folder, record)
         self.echo(f"lfkit: step {step.name} ({step.command}) -> {folder}")
@@ -283,9 +350,17 @@ class Runner:
         (folder / PATCH_REPORT).unlink(missing_ok=True)
         (folder / LOG_FILE).unlink(missing_ok=True)
         interactive = step.command == "chat" and not step.lfkit_args.get("prompt")
+        launch = launcher_env(step.lfkit_args, args) if step.command == "train" else {}
+        workers.clear(folder)
+        if step.command == "train" and self.on_train_step is not None:
+            self.on_train_step(step, True)
         lock = getattr(self, "lock", None)
         process = StepProcess(
-            record["argv"], folder, keep_fds=(lock,) if lock is not None else (), interactive=interactive
+            record["argv"],
+            folder,
+            keep_fds=(lock,) if lock is not None else (),
+            interactive=interactive,
+            extra_env={**launch, workers.REPORTS_ENV: str(folder)},
         )
         try:
             code = process.wait()
@@ -299,11 +374,15 @@ class Runner:
             ) from None
         record["seconds"] = round(time.monotonic() - began, 1)
         record["exit_code"] = code
-        record["finished"] = _now()
+        record["finished"] = now()
         report = folder / PATCH_REPORT
         if report.is_file():
             record["patches"] = json.loads(report.read_text(encoding="utf-8"))
             report.unlink()
+        if world_size(launch):
+            record["launch"] = {k: v for k, v in launch.items() if k != "FORCE_TORCHRUN"}
+            wait = 10 if code == 0 else 0  # a failed launch leaves what it left
+            record["workers"] = workers.collect(folder, expected=world_size(launch), wait_seconds=wait)
         if code != 0:
             record["status"] = FAILED
             self._write(folder, record)

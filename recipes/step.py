@@ -16,15 +16,10 @@ from pathlib import Path
 import yaml
 
 import lfkit  # noqa: F401 - activation, whether or not the .pth autoload is on
+from lfkit.launching.workers import patch_statuses
 
 from .runner import LF_ARGS_FILE, PATCH_REPORT, RUN_FILE
 from .step_process import die_with_parent
-
-
-def _patch_statuses() -> list[dict]:
-    from lfkit.plugin_manager import get_manager
-
-    return [state.as_dict() for state in get_manager().patches.states.values()]
 
 
 def _llamafactory(command: str, args_file: Path) -> None:
@@ -82,12 +77,16 @@ def run(folder: Path) -> None:
 def main() -> None:
     die_with_parent()
     folder = Path(sys.argv[1])
+    if "--other-node" in sys.argv[2:]:
+        # Another node's share of a multi-node train step (see lfkit.slurm.node); node 0 reports.
+        _llamafactory("train", folder / LF_ARGS_FILE)
+        return
     try:
         run(folder)
     finally:
         from lfkit.atomic import write_json
 
-        write_json(folder / PATCH_REPORT, _patch_statuses())
+        write_json(folder / PATCH_REPORT, patch_statuses())
 
 
 if __name__ == "__main__":

@@ -68,10 +68,18 @@ def _copy(source, log_path: Path, echo: bool) -> None:
 
 
 class StepProcess:
-    def __init__(self, argv: list[str], folder: Path, keep_fds: tuple[int, ...] = (), interactive: bool = False):
+    def __init__(
+        self,
+        argv: list[str],
+        folder: Path,
+        keep_fds: tuple[int, ...] = (),
+        interactive: bool = False,
+        extra_env: dict[str, str] | None = None,
+        log_name: str = LOG_FILE,
+    ):
         self.folder, self.interactive = folder, interactive
-        env = {**os.environ, PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
-        self.log = folder / LOG_FILE
+        env = {**os.environ, **(extra_env or {}), PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+        self.log = folder / log_name
         self.copier = None
         if interactive:
             self.proc = subprocess.Popen(argv, env=env, pass_fds=keep_fds)

@@ -23,7 +23,17 @@ from lfkit.errors import UsageError
 
 from . import outputs
 from .resolve import Plan, parse_assignments, resolve
-from .runner import FAILED, FINISHED, INTERRUPTED, RunInterrupted, Runner, StepFailed, lock_run_folder, read_record
+from .runner import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    SUBMITTED,
+    RunInterrupted,
+    Runner,
+    StepFailed,
+    lock_run_folder,
+    read_record,
+)
 from .spec import Recipe, Step
 
 SWEEP_FILE = "sweep.json"
@@ -153,12 +163,12 @@ class Sweep:
         self.wrapped = with_eval(recipe, dataset)
         self.trained = _trained_step(recipe)
 
-    def plans(self) -> list[Plan]:
-        """Every variant resolved and validated before the first one starts."""
+    def plans(self, devices: int | None = None) -> list[Plan]:
+        """Every variant resolved and validated before the first one starts (``devices``: see resolve)."""
         plans = []
         for name, values in zip(self.names, self.items, strict=True):
             assignments = {**self.given, **values, "output_dir": str(self.out / name)}
-            plan = resolve(self.wrapped, assignments, self.config)
+            plan = resolve(self.wrapped, assignments, self.config, devices=devices)
             _wire_eval(plan, self.trained)
             plans.append(plan)
         return plans
@@ -230,6 +240,9 @@ class Sweep:
             except RunInterrupted:
                 write_json(self.out / SWEEP_FILE, self.record(INTERRUPTED))
                 raise
+        return self._table(failed)
+
+    def _table(self, failed: list[str]) -> list[dict]:
         from lfkit.evaluation.compare import collect, write_comparison
 
         rows = collect(self.out, self.names, self.items, self.trained.name, EVAL_STEP, self.metric)
@@ -237,7 +250,42 @@ class Sweep:
         write_json(self.out / SWEEP_FILE, self.record(FAILED if failed else FINISHED, rows))
         if failed:
             raise VariantsFailed(
-                f"{len(failed)} of {len(plans)} variants failed ({', '.join(failed)}); each folder's output.log "
+                f"{len(failed)} of {len(self.names)} variants failed ({', '.join(failed)}); each folder's log "
                 "says why; run the same command again to retry them (finished variants are kept)"
             )
         return rows
+
+    def submit(self, plans: list[Plan], options, echo) -> list[dict] | None:
+        """--slurm: one job per variant, and back at once. Run again once the jobs have ended, the
+        same command collects the table; run again after that, it resubmits the failed variants."""
+        from lfkit.slurm.jobs import status
+        from lfkit.slurm.submit import submit
+
+        lock = lock_run_folder(self.out)
+        try:
+            previous = read_record(self.out, SWEEP_FILE) or {}
+            states = {
+                name: status(plan.output_dir)["status"] if read_record(plan.output_dir) else None
+                for name, plan in zip(self.names, plans, strict=True)
+            }
+            active = [name for name, state in states.items() if state in ("pending", "running")]
+            if active:
+                echo(
+                    f"lfkit: {len(active)} of {len(plans)} variant jobs are still pending or running "
+                    f"({', '.join(active)}); run the same command again once they have ended"
+                )
+                return None
+            if previous.get("status") == SUBMITTED:
+                return self._table([name for name, state in states.items() if state != FINISHED])
+            jobs = dict(previous.get("jobs") or {})
+            for name, plan in zip(self.names, plans, strict=True):
+                if states[name] == FINISHED:
+                    echo(f"lfkit: variant {name}: finished earlier, kept")
+                    continue
+                jobs[name] = submit(plan, options)
+                echo(f"lfkit: variant {name}: job {jobs[name]}")
+            write_json(self.out / SWEEP_FILE, {**self.record(SUBMITTED), "jobs": jobs})
+            echo(f"lfkit: run the same command again once the jobs have ended to collect the table ({self.out})")
+            return None
+        finally:
+            os.close(lock)

@@ -233,3 +233,20 @@ def tiny_qwen2(tmp_path_factory, tiny_llama) -> Path:
 def qwen2_site(tmp_path_factory) -> Path:
     """The example third-party family plugin, pip-installed (with its entry point) into a folder of its own."""
     return pip_target(tmp_path_factory.mktemp("qwen2-site"), FIXTURES / "lfkit-qwen2")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A started one-node Slurm cluster for this session; merge ``.env`` into a subprocess's environment.
+
+    Skips where none can run (not root, Slurm not installed), but fails under CI=true: CI must run them.
+    """
+    from slurm_cluster import SlurmCluster, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but no Slurm cluster: {reason}")
+        pytest.skip(reason)
+    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster

@@ -69,11 +69,10 @@ def test_grid_values_that_are_the_same_run_once():
 
 
 def test_evaluation_scores_the_categories_prepare_balanced(tmp_path):
-    from telecom_tables import write_csv
-
     from lfkit.dataset_registry.telecom import prepare
     from lfkit.evaluation.metrics import summarize
     from lfkit.evaluation.runner import examples
+    from telecom_tables import write_csv
 
     answers = {"流量包": ["5G", "9.9", "accuracy: 19"], "取消方式": ["取消方式_1", "取消方式_2", "取消方式_3"]}
     rows = [{"用户问题": f"问题{c}{i}", "答案": answers[c][i % 3], "属性名": c} for c in answers for i in range(30)]

@@ -10,7 +10,17 @@ import typer
 from ..errors import UsageError
 from .main import app
 from .output import console, fail
-from .recipes import ASSIGNMENTS, CONFIG, get_recipe, quiet_resolution, run_failures, run_recipe
+from .recipes import (
+    ASSIGNMENTS,
+    CONFIG,
+    SBATCH_LINES,
+    SLURM,
+    get_recipe,
+    quiet_resolution,
+    run_failures,
+    run_recipe,
+    slurm_assignments,
+)
 
 EVAL_OPTION = typer.Option(..., "--eval", help="The test split every variant is measured on (a dataset name).")
 METRIC_OPTION = typer.Option("exact_match", "--metric", help="Rank by exact_match, precision, recall or f1.")
@@ -24,15 +34,23 @@ def evaluate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace finished results in output_dir."),
 ):
     """Measure a model on a test split: model=..., optionally adapter=, dataset=, output_dir= (recipe eval-telecom)."""
-    run_recipe("eval-telecom", assignments, config, overwrite, dry_run=False)
+    run_recipe("eval-telecom", assignments, config, overwrite, dry_run=False, slurm=False, sbatch_lines=None)
 
 
-def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, overwrite):
+def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, overwrite, slurm, sbatch_lines):
     from lfkit.recipes.resolve import read_config
     from lfkit.recipes.sweep import Sweep, VariantsFailed, default_folder
 
     if metric not in METRICS:
         raise UsageError(f"--metric {metric}: one of {', '.join(METRICS)}")
+    options = None
+    if slurm:
+        from lfkit.slurm.submit import sbatch_path
+
+        sbatch_path()
+        assignments, options = slurm_assignments(assignments, sbatch_lines)
+    elif sbatch_lines:
+        raise UsageError("--sbatch goes with --slurm")
     recipe = get_recipe(recipe_name).value
     given = read_config(config)
     key = {"grid": grid, "params": sorted(assignments or []), "config": given, "eval": dataset}
@@ -40,11 +58,12 @@ def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, 
     sweep = Sweep(recipe, grid, assignments or [], given, dataset, out, metric)
     sweep.check_folder(overwrite)
     with quiet_resolution():
-        plans = sweep.plans()
+        plans = sweep.plans(options.devices_per_node if options else None)
     console.print(f"lfkit: {len(plans)} variants of {recipe_name} -> {out}", highlight=False)
+    echo = lambda line: console.print(line, highlight=False)  # noqa: E731
     try:
         with run_failures():
-            sweep.run(plans, echo=lambda line: console.print(line, highlight=False))
+            sweep.submit(plans, options, echo) if options else sweep.run(plans, echo)
     except VariantsFailed as exc:
         fail(str(exc), code=1)
 
@@ -59,11 +78,15 @@ def sweep_command(
     metric: str = METRIC_OPTION,
     config: Optional[Path] = CONFIG,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished sweep."),
+    slurm: bool = SLURM,
+    sbatch_lines: Optional[list[str]] = SBATCH_LINES,
 ):
-    """A/B-test hyperparameters: every variant with the same data and seed, each evaluated and ranked."""
+    """A/B-test hyperparameters: every variant with the same data and seed, each evaluated and ranked.
+
+    With --slurm, one job per variant; the same command run again after the jobs end collects the table."""
     from lfkit.recipes.sweep import parse_grid
 
-    _sweep(recipe, parse_grid(grid), assignments, config, dataset, output_dir, metric, overwrite)
+    _sweep(recipe, parse_grid(grid), assignments, config, dataset, output_dir, metric, overwrite, slurm, sbatch_lines)
 
 
 @app.command("compare")
@@ -75,6 +98,8 @@ def compare_command(
     metric: str = METRIC_OPTION,
     config: Optional[Path] = CONFIG,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished comparison."),
+    slurm: bool = SLURM,
+    sbatch_lines: Optional[list[str]] = SBATCH_LINES,
 ):
     """Compare models: the same recipe, data and hyperparameters on model=a,b,c, each evaluated and ranked."""
     rest, models = [], None
@@ -85,4 +110,4 @@ def compare_command(
             rest.append(item)
     if not models or len(models) < 2:
         raise UsageError("compare needs model=a,b[,c...] with two or more models")
-    _sweep(recipe, {"model": models}, rest, config, dataset, output_dir, metric, overwrite)
+    _sweep(recipe, {"model": models}, rest, config, dataset, output_dir, metric, overwrite, slurm, sbatch_lines)

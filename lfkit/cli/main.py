@@ -143,7 +143,8 @@ from .models import models_app  # noqa: E402
 
 app.add_typer(models_app, name="models")
 
-from . import experiments  # noqa: E402, F401  (registers `lfkit eval`, `sweep`, `compare` on app)
+# Registering on app: `lfkit eval`, `sweep`, `compare`; `lfkit status`, `logs`, `cancel`.
+from . import experiments, jobs  # noqa: E402, F401
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -23,7 +24,15 @@ recipes_app = typer.Typer(
     no_args_is_help=False,
 )
 
-ASSIGNMENTS = typer.Argument(None, help="Parameters and LLaMA-Factory keys as key=value (STEP.key=value for one step).")
+ASSIGNMENTS = typer.Argument(
+    None,
+    help="Parameters and LLaMA-Factory keys as key=value (STEP.key=value for one step); with --slurm also "
+    "partition= nodes= gres= cpus_per_task= time= account= qos= setup= master_port=.",
+)
+SLURM = typer.Option(
+    False, "--slurm", help="Submit as a Slurm batch job (job.sbatch in output_dir) and return at once."
+)
+SBATCH_LINES = typer.Option(None, "--sbatch", help="An extra #SBATCH option for --slurm, e.g. --sbatch=--mem=64G.")
 CONFIG = typer.Option(None, "--config", "-c", help="A YAML file of key: value, applied before the key=value arguments.")
 
 
@@ -37,12 +46,25 @@ def get_recipe(name: str):
     return entry
 
 
-def plan_for(name: str, assignments: list[str] | None, config: Path | None, on_output_dir=None):
+def plan_for(name: str, assignments: list[str] | None, config: Path | None, on_output_dir=None, devices=None):
     from lfkit.recipes.resolve import parse_assignments, read_config, resolve
 
     recipe = get_recipe(name).value
     with quiet_resolution():
-        return resolve(recipe, parse_assignments(assignments or []), read_config(config), on_output_dir)
+        return resolve(recipe, parse_assignments(assignments or []), read_config(config), on_output_dir, devices)
+
+
+def slurm_assignments(assignments: list[str] | None, sbatch_lines: list[str] | None):
+    """The recipe's key=value and the job's options; nproc_per_node and nnodes follow the request."""
+    from lfkit.slurm.options import split
+
+    rest, options = split(assignments or [], sbatch_lines)
+    keys = {item.partition("=")[0].strip() for item in rest}
+    if "nnodes" in keys or "node_rank" in keys:
+        raise UsageError("with --slurm, give nodes=N; each node's rank comes from the allocation")
+    if options.devices_per_node and "nproc_per_node" not in keys:
+        rest.append(f"nproc_per_node={options.devices_per_node}")
+    return rest, options
 
 
 @contextlib.contextmanager
@@ -56,10 +78,15 @@ def quiet_resolution():
     previous = os.environ.get("LLAMAFACTORY_VERBOSITY")
     if previous is None:
         os.environ["LLAMAFACTORY_VERBOSITY"] = "ERROR"
+    # DeepSpeed's logger writes to the stdout it finds at import, such as "Setting accelerator to
+    # CPU" on a login node without a GPU; nothing it says here concerns the plan.
+    deepspeed_logger = logging.getLogger("DeepSpeed")
+    was_disabled, deepspeed_logger.disabled = deepspeed_logger.disabled, True
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
+        deepspeed_logger.disabled = was_disabled
         if previous is None:
             os.environ.pop("LLAMAFACTORY_VERBOSITY", None)
 
@@ -148,8 +175,18 @@ def recipes_export(
     chosen = steps[step] if step else plan.steps[0]
     if chosen.command not in ("train", "export", "chat"):
         raise UsageError(f"step {chosen.name} is lfkit's {chosen.command}, not a llamafactory-cli command")
+    beside = None
+    if chosen.args.get("deepspeed"):
+        # The DeepSpeed config travels with the YAML, so the pair runs anywhere under llamafactory-cli.
+        beside = output.with_name(f"{output.stem}.deepspeed.json")
+        if beside.exists() and not force:
+            raise UsageError(f"{beside} exists; pass --force to replace it")
+        text = Path(chosen.args["deepspeed"]).read_text(encoding="utf-8")
+        chosen.args["deepspeed"] = str(beside.resolve())
+        write_text(beside, text)
     write_text(output, export_yaml(chosen, plan.recipe))
-    console.print(f"wrote {output}  (llamafactory-cli {chosen.command} {output})", highlight=False)
+    also = f" with {beside}" if beside else ""
+    console.print(f"wrote {output}{also}  (llamafactory-cli {chosen.command} {output})", highlight=False)
 
 
 @app.command("run")
@@ -159,10 +196,16 @@ def run_recipe(
     config: Optional[Path] = CONFIG,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in output_dir."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; run nothing."),
+    slurm: bool = SLURM,
+    sbatch_lines: Optional[list[str]] = SBATCH_LINES,
 ):
-    """Run a recipe by name: validate everything, then each step in its own process."""
+    """Run a recipe by name: validate everything, then each step in its own process (or as a Slurm job)."""
     from lfkit.recipes.runner import Runner, refuse_finished
 
+    if slurm:
+        return submit_recipe(name, assignments, config, overwrite, sbatch_lines)
+    if sbatch_lines:
+        raise UsageError("--sbatch goes with --slurm")
     plan = plan_for(name, assignments, config, lambda out: None if dry_run else refuse_finished(out, overwrite))
     if dry_run:
         print_json(
@@ -194,3 +237,27 @@ def run_recipe(
             for s, r in zip(plan.steps, records, strict=True)
         ],
     )
+
+
+def submit_recipe(name, assignments, config, overwrite, sbatch_lines) -> str:
+    """``lfkit run ... --slurm``: resolve and check here, where the user is; the job runs the same plan."""
+    from lfkit.recipes.runner import refuse_finished
+    from lfkit.slurm.submit import sbatch_path, submit
+
+    sbatch_path()
+    rest, options = slurm_assignments(assignments, sbatch_lines)
+    plan = plan_for(name, rest, config, lambda out: refuse_finished(out, overwrite), options.devices_per_node)
+    job_id = submit(plan, options, overwrite)
+    tokenized = [s.args.get("tokenized_path") for s in plan.steps if s.command == "train"]
+    if options.nodes > 1 and not any(t and Path(t).exists() for t in tokenized):
+        console.print(
+            "lfkit: hint: every node tokenizes the data before the workers meet; for a large dataset tokenize "
+            "once (a one-node run with tokenized_path=DIR) and pass tokenized_path=DIR here",
+            highlight=False,
+        )
+    console.print(
+        f"lfkit: submitted job {job_id} ({plan.recipe.name}, {options.nodes} node(s)) -> {plan.output_dir}\n"
+        f"       follow it: lfkit status {plan.output_dir}  |  lfkit logs -f {plan.output_dir}",
+        highlight=False,
+    )
+    return job_id

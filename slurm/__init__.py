@@ -1,0 +1,1 @@
+"""Slurm: a run submitted as a batch job, followed and cancelled from the login node."""

@@ -1,0 +1,120 @@
+"""Where a submitted run stands, its log, and cancelling it: read from Slurm, then from run.json.
+
+squeue knows a job while it is pending or running; scontrol a few minutes longer
+(MinJobAge); sacct for good, where accounting is on. Many clusters run without
+accounting (sacct: "accounting storage is disabled"), so once Slurm has forgotten
+the job, the run's own run.json says how it ended.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from lfkit.errors import UsageError
+
+PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
+RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
+CANCELLED_STATES = {"CANCELLED", "PREEMPTED", "REVOKED", "DEADLINE"}
+
+
+def _ask(*cmd: str) -> str | None:
+    """stdout of a Slurm command, or None when it fails or is not there."""
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+
+
+def slurm_state(job_id: str) -> str | None:
+    """Slurm's state of the job (RUNNING, COMPLETED, CANCELLED, ...), or None when Slurm no longer knows it."""
+    state = _ask("squeue", "-h", "-j", str(job_id), "-o", "%T")
+    if state:
+        return state.split()[0]
+    shown = _ask("scontrol", "-o", "show", "job", str(job_id))
+    match = re.search(r"\bJobState=(\S+)", shown or "")
+    if match:
+        return match.group(1)
+    accounted = _ask("sacct", "-n", "-X", "-P", "-j", str(job_id), "-o", "State")
+    return accounted.split()[0] if accounted else None
+
+
+def is_active(state: str | None) -> bool:
+    return state in PENDING_STATES or state in RUNNING_STATES
+
+
+def summarize(record: dict | None, state: str | None) -> str:
+    """pending | running | finished | failed | cancelled."""
+    record = record or {}
+    if state in PENDING_STATES:
+        return "pending"
+    if state in RUNNING_STATES:
+        return "running"
+    ran = record.get("status")
+    if ran == "finished":
+        return "finished"
+    if state is not None:
+        return "cancelled" if state in CANCELLED_STATES else "failed"
+    if ran == "interrupted" or (record.get("slurm") or {}).get("cancelled"):
+        return "cancelled"
+    return "failed"  # Slurm forgot a job whose run never recorded an end: it was lost
+
+
+def job_id_of(record: dict | None) -> str | None:
+    return ((record or {}).get("slurm") or {}).get("job_id")
+
+
+def status(folder: Path) -> dict:
+    from lfkit.recipes.runner import read_record
+
+    record = read_record(folder)
+    if record is None:
+        raise UsageError(f"{folder} holds no lfkit run (no run.json)")
+    job = job_id_of(record)
+    state = slurm_state(job) if job else None
+    steps = []
+    for name, step in (record.get("plan") or {}).items():
+        step_dir = step.get("dir")
+        own = read_record(Path(step_dir)) if step_dir and Path(step_dir) != Path(folder) else record
+        steps.append({"name": name, "command": step.get("command"), "status": (own or {}).get("status", "waiting")})
+    return {
+        "output_dir": str(Path(folder).resolve()),
+        "recipe": record.get("recipe"),
+        "status": summarize(record, state) if job else _local(record),
+        "job_id": job,
+        "slurm_state": state,
+        "run_status": record.get("status"),
+        "steps": steps,
+    }
+
+
+def _local(record: dict) -> str:
+    ran = record.get("status")
+    return {"interrupted": "cancelled", "submitted": "pending"}.get(ran, ran or "failed")
+
+
+def cancel(folder: Path) -> str:
+    from lfkit.atomic import write_json
+    from lfkit.recipes.runner import RUN_FILE, now, read_record
+
+    record = read_record(folder)
+    job = job_id_of(record)
+    if job is None:
+        raise UsageError(f"{folder} is not a Slurm run; stop a run on this machine with Ctrl-C")
+    state = slurm_state(job)
+    if not is_active(state):
+        raise UsageError(f"job {job} is not pending or running ({state or 'Slurm no longer knows it'})")
+    if shutil.which("scancel") is None:
+        raise UsageError("no scancel on PATH: run this on a Slurm login node")
+    done = subprocess.run(["scancel", str(job)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UsageError(f"scancel {job}: {done.stderr.strip() or done.returncode}")
+    # The job's own run.json may be written by its node a moment later: take the newest.
+    record = read_record(folder) or record
+    write_json(Path(folder) / RUN_FILE, {**record, "slurm": {**record["slurm"], "cancelled": now()}})
+    return job

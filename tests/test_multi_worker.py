@@ -1,0 +1,109 @@
+"""Many workers on one machine through `lfkit run`: LLaMA-Factory's own torchrun launcher on CPU (gloo),
+DDP and DeepSpeed ZeRO-2 / ZeRO-3 on DeepSpeed's CPU accelerator, with every worker's patches in run.json.
+
+The same global batch (1 worker x 4 rows, or 2 workers x 2 rows, in the same order) gives the
+same losses: transformers averages the loss over the tokens of all workers.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, clean_env, run
+
+pytestmark = pytest.mark.slow
+LFKIT = BIN / "lfkit"
+TESTS = Path(__file__).resolve().parent
+# Losses of the 1-worker and the 2-worker run may differ by float rounding of the gradient
+# all-reduce and of ZeRO's partitioned optimizer step, nothing more.
+LOSS_TOLERANCE = 2e-3
+STEPS = 3
+# No virtual environment on it, hence no torchrun.
+BARE_PATH = "/usr/bin:/bin"
+
+
+def train(model, out, *extra, env=None):
+    args = ["run", "sft-lora-single", f"model={model}", "dataset=telecom_demo", f"output_dir={out}",
+            "template=default", f"max_steps={STEPS}", "logging_steps=1", "gradient_accumulation_steps=1",
+            "cutoff_len=64", "learning_rate=1e-2", "disable_shuffling=true", "fp16=false", "save_steps=1000", *extra]  # fmt: skip
+    result = run([LFKIT, *args], env=env or clean_env(), timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads((out / "run.json").read_text(encoding="utf-8"))
+
+
+def losses(out) -> list[float]:
+    rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in rows if "loss" in row]
+
+
+@pytest.fixture(scope="module")
+def one_worker(tiny_llama, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one-worker") / "run"
+    record = train(tiny_llama, out, "per_device_train_batch_size=4")
+    assert "workers" not in record  # one process, no torchrun
+    return losses(out)
+
+
+def check_workers(record, world: int, hip_fixes: str = "skipped"):
+    """Every worker reported; the ROCm fixes are applied in each one under (simulated) HIP, skipped otherwise."""
+    assert [w["rank"] for w in record["workers"]] == list(range(world))
+    for worker in record["workers"]:
+        statuses = {p["id"]: p["status"] for p in worker["patches"]}
+        assert statuses["lf-hook-model-load"] == "applied"
+        assert statuses["deepspeed-rocm-cuda-check"] == hip_fixes, worker
+        assert statuses["bitsandbytes-hide-unusable"] == hip_fixes, worker
+    step = {p["id"]: p for p in record["patches"]}
+    assert step["lf-torchrun"]["status"] == "applied", step["lf-torchrun"]
+
+
+def test_two_workers_ddp_match_one_worker_without_an_activated_venv(tiny_llama, tmp_path, one_worker):
+    """lfkit started by its path with a PATH that holds no torchrun, as from a Slurm job or sudo."""
+    out = tmp_path / "ddp"
+    env = clean_env(PATH=BARE_PATH)
+    record = train(tiny_llama, out, "per_device_train_batch_size=2", "nproc_per_node=2", env=env)
+    check_workers(record, 2)
+    assert record["launch"]["NPROC_PER_NODE"] == "2"
+    assert losses(out) == pytest.approx(one_worker, rel=LOSS_TOLERANCE)
+
+
+# ZeRO-0 also runs on a simulated DTK (a HIP torch with no visible device, so it trains on the
+# CPU): the DeepSpeed and bitsandbytes fixes must be applied in every worker, not only in the
+# step process. (ZeRO-2 and -3 take GPU-only paths on a HIP torch, so they run unsimulated.)
+SIMULATED_DTK = {"PYTHONPATH": str(TESTS / "sim_site"), "LFKIT_TEST_SIMULATE": "dtk", "LFKIT_TEST_DEVICES": "0"}
+
+
+@pytest.mark.parametrize(("preset", "platform"), [("z0", SIMULATED_DTK), ("z2", {}), ("z3", {})])
+def test_two_workers_deepspeed_zero(preset, platform, tiny_llama, tmp_path, one_worker):
+    out = tmp_path / preset
+    env = clean_env(DS_ACCELERATOR="cpu", **platform)
+    record = train(tiny_llama, out, "per_device_train_batch_size=2", "nproc_per_node=2", f"deepspeed={preset}", env=env)
+    check_workers(record, 2, hip_fixes="applied" if platform else "skipped")
+    # The step folder keeps the config it ran with, and its YAML points there.
+    used = json.loads((out / "deepspeed.json").read_text())
+    assert used["zero_optimization"]["stage"] == int(preset[1])
+    assert f"deepspeed: {out / 'deepspeed.json'}" in (out / "llamafactory.yaml").read_text()
+    assert losses(out) == pytest.approx(one_worker, rel=LOSS_TOLERANCE)
+
+
+def test_plain_llamafactory_cli_finds_torchrun_without_an_activated_venv(tiny_llama, tmp_path):
+    """LLaMA-Factory's launcher runs a bare `torchrun`: started by its path with no venv on PATH,
+    it fails to find it without the patch, and trains with it."""
+    from conftest import lora_train_args, write_alpaca, write_yaml
+
+    data = write_alpaca(tmp_path / "data")
+
+    def launch(name, **env):
+        config = write_yaml(
+            tmp_path / f"{name}.yaml", lora_train_args(tiny_llama, tmp_path / name, dataset_dir=str(data))
+        )
+        environment = clean_env(FORCE_TORCHRUN="1", NPROC_PER_NODE="2", PATH=BARE_PATH, **env)
+        return run([BIN / "llamafactory-cli", "train", config], env=environment, timeout=900)
+
+    without = launch("without", LFKIT_DISABLE_PATCHES="lf-torchrun")
+    assert without.returncode != 0
+    assert "FileNotFoundError" in without.stderr and "'torchrun'" in without.stderr, without.stderr[-2000:]
+
+    fixed = launch("fixed")
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert (tmp_path / "fixed" / "adapter_model.safetensors").is_file()

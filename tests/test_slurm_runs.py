@@ -1,0 +1,168 @@
+"""`lfkit run/sweep ... --slurm`, `lfkit status/logs/cancel` on a real one-node Slurm cluster.
+
+The cluster (tests/slurm_cluster.py) has a count-only ``dcu`` gres, so a job asks for
+dcu:1 as it would on a DCU cluster while the training runs on the CPU. Two srun tasks
+on the one host stand in for two nodes: node ranks 0 and 1 meet at the first host of
+the allocation, as they would across a real cluster.
+"""
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, clean_env, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+LFKIT = BIN / "lfkit"
+QUICK = ["model=tiny:llama", "dataset=telecom_demo", "template=default", "fp16=false", "logging_steps=1",
+         "per_device_train_batch_size=2", "gradient_accumulation_steps=1", "cutoff_len=64"]  # fmt: skip
+ENDED = ("finished", "failed", "cancelled")
+
+
+@pytest.fixture
+def env(slurm_cluster):
+    return clean_env(**slurm_cluster.env)
+
+
+def lfkit(env, *args, timeout=600):
+    return run([LFKIT, *args], env=env, timeout=timeout)
+
+
+def status(env, folder) -> dict:
+    result = lfkit(env, "status", folder, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_until(env, folder, states=ENDED, timeout=600) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = status(env, folder)
+        if info["status"] in states:
+            return info
+        time.sleep(2)
+    raise AssertionError(f"{folder} still {info} after {timeout}s")
+
+
+def submit(env, out, *extra, recipe="sft-lora-single"):
+    result = lfkit(env, "run", recipe, *QUICK, f"output_dir={out}", *extra, "--slurm")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    record = json.loads((out / "run.json").read_text())
+    assert f"submitted job {record['slurm']['job_id']}" in result.stdout
+    return record["slurm"]["job_id"]
+
+
+def test_lora_train_followed_to_the_end(env, tmp_path):
+    out = tmp_path / "run"
+    job = submit(env, out, "max_steps=3", "gres=dcu:1", "--sbatch=--comment=lfkit-test")
+    script = (out / "job.sbatch").read_text()
+    assert "#SBATCH --gres=dcu:1" in script and "#SBATCH --comment=lfkit-test" in script
+    assert status(env, out)["status"] in ("pending", "running", "finished")
+
+    follow = lfkit(env, "logs", "-f", out)  # returns when the job has ended
+    assert follow.returncode == 0, follow.stderr
+    assert "lfkit: sft-lora-single finished" in follow.stdout
+    info = status(env, out)
+    assert (info["status"], info["job_id"]) == ("finished", job)
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "finished" and record["slurm"]["job_id"] == job
+    assert record["plan"]["train"]["lfkit_args"]["nproc_per_node"] == 1  # one worker per dcu asked for
+    assert (out / "adapter_model.safetensors").is_file()
+    # A finished run stays untouched: submitting again is refused.
+    again = lfkit(env, "run", "sft-lora-single", *QUICK, f"output_dir={out}", "max_steps=3", "--slurm")
+    assert again.returncode == 2 and "holds a finished run" in again.stderr
+
+
+def test_two_tasks_on_one_host_train_as_two_nodes(env, tmp_path, slurm_cluster):
+    """The job script run by hand with two tasks on the one node: NODE_RANK 0 and 1, one worker each."""
+    out = tmp_path / "two-nodes"
+    held = submit(env, out, "max_steps=3", "--sbatch=--hold")
+    assert lfkit(env, "cancel", out).returncode == 0
+    assert status(env, out)["status"] == "cancelled"
+    by_hand = subprocess.run(
+        ["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", out / "job.sbatch"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    job = by_hand.stdout.strip()
+    subprocess.run(["scontrol", "release", job], env=env, check=True)  # the script holds itself (--hold)
+    info = wait_until(env, out)
+    log = (out / f"slurm-{job}.out").read_text()
+    assert info["status"] == "finished", log[-3000:]
+    assert info["job_id"] == job and job != held
+    assert "node 0 of 2" in log and "node 1 of 2" in log
+    record = json.loads((out / "run.json").read_text())
+    assert [(w["rank"], w["node_rank"]) for w in record["workers"]] == [(0, 0), (1, 1)]
+    assert (out / "output-node1.log").is_file()
+
+
+def test_cancel_then_resume_from_the_last_checkpoint(env, tmp_path):
+    out = tmp_path / "resume"
+    args = ("max_steps=120", "save_steps=5")
+    submit(env, out, *args)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert list(out.glob("checkpoint-*")), (out / "output.log").read_text()[-2000:]
+    cancelled = lfkit(env, "cancel", out)
+    assert cancelled.returncode == 0, cancelled.stderr
+    info = wait_until(env, out)
+    assert info["status"] == "cancelled", info
+
+    result = lfkit(env, "run", "sft-lora-single", *QUICK, f"output_dir={out}", *args, "--slurm")
+    assert result.returncode == 0, result.stderr
+    info = wait_until(env, out)
+    record = json.loads((out / "run.json").read_text())
+    assert info["status"] == "finished", (out / "output.log").read_text()[-3000:]
+    assert record["resumed_from"] and "checkpoint-" in record["resumed_from"]
+    assert len(record["slurm"]["jobs"]) == 2
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 120
+
+
+def test_sweep_submits_one_job_per_variant_and_collects(env, tmp_path):
+    out = tmp_path / "sweep"
+    sweep = ["sweep", "sft-lora-single", *QUICK, "max_steps=2", "max_samples=8", "eval.max_new_tokens=8", "--grid", "learning_rate=1e-3,2e-3",
+             "--eval", "telecom_demo_test", "-o", out, "--slurm"]  # fmt: skip
+    first = lfkit(env, *sweep)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count(": job ") == 2
+    for variant in ("learning_rate=1e-3", "learning_rate=2e-3"):
+        assert wait_until(env, out / variant)["status"] == "finished"
+    collected = lfkit(env, *sweep)
+    assert collected.returncode == 0, collected.stderr
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["status"] == "finished"
+    assert sorted(row["variant"] for row in record["results"]) == ["learning_rate=1e-3", "learning_rate=2e-3"]
+    assert (out / "comparison.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["partition=nosuch"], "lfkit: error: Slurm refused the job: invalid partition specified: nosuch"),
+        (
+            ["gres=dcu:9"],
+            "lfkit: error: Slurm refused the job: allocation failure: Requested node configuration is not available",
+        ),
+        (["nodes=0"], "lfkit: error: nodes=0 must be a whole number, 1 or more"),
+        (["gres=dcu"], None),  # a sound request, for the no-sbatch case below
+    ],
+)
+def test_bad_requests_are_one_line_and_write_nothing(env, tmp_path, extra, message):
+    out = tmp_path / "bad"
+    if message is None:  # no sbatch on PATH
+        env = {**env, "PATH": str(BIN)}
+        message = "lfkit: error: no sbatch on PATH: run --slurm on a Slurm login node (or load its slurm module)"
+    result = lfkit(env, "run", "sft-lora-single", *QUICK, f"output_dir={out}", *extra, "--slurm")
+    assert (result.returncode, result.stderr.strip().splitlines()) == (2, [message])
+    assert not out.exists()
+
+
+def test_an_interactive_chat_cannot_be_a_batch_job(env, tmp_path):
+    result = lfkit(
+        env, "run", "chat", "model=tiny:llama", "template=default", f"output_dir={tmp_path / 'c'}", "--slurm"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("lfkit: error: recipe chat: step chat is an interactive chat")
