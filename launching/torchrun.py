@@ -55,14 +55,8 @@ PATCH = Patch(
 )
 
 
-# lfkit's train-step keys -> the variables LLaMA-Factory's launcher reads.
-LAUNCH_ENV = {
-    "nproc_per_node": "NPROC_PER_NODE",
-    "nnodes": "NNODES",
-    "node_rank": "NODE_RANK",
-    "master_addr": "MASTER_ADDR",
-    "master_port": "MASTER_PORT",
-}
+# lfkit's train-step keys; LLaMA-Factory's launcher reads each as an environment variable in capitals.
+LAUNCH_KEYS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port")
 
 
 def launcher_env(own: dict, args: dict) -> dict[str, str]:
@@ -70,7 +64,7 @@ def launcher_env(own: dict, args: dict) -> dict[str, str]:
 
     A Slurm job sets NNODES / NODE_RANK / MASTER_* itself, per node; keys given on the
     command line win over those."""
-    env = {var: str(own[key]) for key, var in LAUNCH_ENV.items() if own.get(key) is not None}
+    env = {key.upper(): str(own[key]) for key in LAUNCH_KEYS if own.get(key) is not None}
     nnodes = int(env.get("NNODES") or os.environ.get("NNODES") or 1)
     if (own.get("nproc_per_node") or 0) > 1 or nnodes > 1 or args.get("deepspeed"):
         env["FORCE_TORCHRUN"] = "1"

@@ -62,9 +62,12 @@ def _wait_ticket(folder: Path, current: str) -> dict:
 
 
 def lead(out: Path, job: dict) -> int:
+    import typer
+
     from lfkit.cli.output import error_line
+    from lfkit.cli.recipes import run_failures
     from lfkit.errors import UsageError
-    from lfkit.recipes.runner import RunInterrupted, Runner, StepFailed, plan_from_file, read_record
+    from lfkit.recipes.runner import Runner, plan_from_file, read_record
 
     plan = plan_from_file(job["plan"])
     slurm = dict((read_record(out) or {}).get("slurm") or {})
@@ -73,18 +76,13 @@ def lead(out: Path, job: dict) -> int:
         slurm.update(job_id=job_id, jobs=[*slurm.get("jobs", []), job_id], cancelled=None)
         slurm["log"] = str(job_log(out, job_id))
     try:
-        Runner(plan, on_train_step=_ticket_writer(attempt()), extra={"slurm": slurm}).run()
+        with run_failures():  # the same lines and exit codes as `lfkit run`
+            Runner(plan, on_train_step=_ticket_writer(attempt()), extra={"slurm": slurm}).run()
+    except typer.Exit as exc:
+        return exc.exit_code
     except UsageError as exc:
         error_line(str(exc))
         return 2
-    except StepFailed as exc:
-        error_line(str(exc))
-        for line in exc.lines:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    except RunInterrupted as exc:
-        print(f"lfkit: interrupted: {exc}", file=sys.stderr)
-        return 130
     print(f"lfkit: {plan.recipe.name} finished -> {out}", flush=True)
     return 0
 

@@ -36,11 +36,12 @@ def status(env, folder) -> dict:
     return json.loads(result.stdout)
 
 
-def wait_until(env, folder, states=ENDED, timeout=600) -> dict:
+def wait_until(env, folder, states=ENDED, timeout=600, job=None) -> dict:
+    """The run's status once it is one of ``states`` (for ``job``, when given)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = status(env, folder)
-        if info["status"] in states:
+        if info["status"] in states and job in (None, info["job_id"]):
             return info
         time.sleep(2)
     raise AssertionError(f"{folder} still {info} after {timeout}s")
@@ -87,7 +88,8 @@ def test_two_tasks_on_one_host_train_as_two_nodes(env, tmp_path, slurm_cluster):
     )  # fmt: skip
     job = by_hand.stdout.strip()
     subprocess.run(["scontrol", "release", job], env=env, check=True)  # the script holds itself (--hold)
-    info = wait_until(env, out)
+    # run.json names the new job once its node 0 starts (a job submitted by hand is news to lfkit until then)
+    info = wait_until(env, out, job=job)
     log = (out / f"slurm-{job}.out").read_text()
     assert info["status"] == "finished", log[-3000:]
     assert info["job_id"] == job and job != held
@@ -141,7 +143,11 @@ def test_sweep_submits_one_job_per_variant_and_collects(env, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["partition=nosuch"], "lfkit: error: Slurm refused the job: invalid partition specified: nosuch"),
+        (
+            ["partition=nosuch"],
+            "lfkit: error: Slurm refused the job: invalid partition specified: nosuch; "
+            "allocation failure: Invalid partition name specified",
+        ),
         (
             ["gres=dcu:9"],
             "lfkit: error: Slurm refused the job: allocation failure: Requested node configuration is not available",
@@ -150,19 +156,24 @@ def test_sweep_submits_one_job_per_variant_and_collects(env, tmp_path):
         (["gres=dcu"], None),  # a sound request, for the no-sbatch case below
     ],
 )
-def test_bad_requests_are_one_line_and_write_nothing(env, tmp_path, extra, message):
+def test_bad_requests_are_one_line_and_write_nothing(env, tmp_path, tiny_llama, extra, message):
     out = tmp_path / "bad"
     if message is None:  # no sbatch on PATH
         env = {**env, "PATH": str(BIN)}
         message = "lfkit: error: no sbatch on PATH: run --slurm on a Slurm login node (or load its slurm module)"
-    result = lfkit(env, "run", "sft-lora-single", *QUICK, f"output_dir={out}", *extra, "--slurm")
+    # The session's tiny model, built already: a first `tiny:llama` prints the build's progress.
+    model = f"model={tiny_llama}"
+    result = lfkit(env, "run", "sft-lora-single", *QUICK, model, f"output_dir={out}", *extra, "--slurm")
     assert (result.returncode, result.stderr.strip().splitlines()) == (2, [message])
     assert not out.exists()
 
 
-def test_an_interactive_chat_cannot_be_a_batch_job(env, tmp_path):
-    result = lfkit(
-        env, "run", "chat", "model=tiny:llama", "template=default", f"output_dir={tmp_path / 'c'}", "--slurm"
-    )
+def test_an_interactive_chat_cannot_be_a_batch_job(env, tmp_path, tiny_llama):
+    out = tmp_path / "c"
+    result = lfkit(env, "run", "chat", f"model={tiny_llama}", "template=default", f"output_dir={out}", "--slurm")
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("lfkit: error: recipe chat: step chat is an interactive chat")
+    assert result.stderr.strip().splitlines() == [
+        "lfkit: error: recipe chat: step chat is an interactive chat, which cannot run in a batch job "
+        "(give prompt=... for a one-shot answer)"
+    ]
+    assert not out.exists()
