@@ -143,3 +143,18 @@ def test_rocr_mask_drops_the_second_mask():
 )
 def test_a_jobs_status_reads_slurm_first_then_run_json(record, state, expected):
     assert jobs.summarize(record, state) == expected
+
+
+@pytest.mark.slow
+def test_a_slurm_dry_run_shows_the_job_and_submits_nothing(tiny_llama, tmp_path):
+    """No sbatch needed: nothing is submitted. One worker per dcu of the gres; fp16 auto follows the gres."""
+    out = tmp_path / "job"
+    env = clean_env(PATH=str(BIN))
+    result = run([LFKIT, "run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
+                  f"output_dir={out}", "gres=dcu:2", "nodes=2", "--slurm", "--dry-run"], env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert "#SBATCH --gres=dcu:2" in plan["job_script"] and "#SBATCH --nodes=2" in plan["job_script"]
+    assert plan["steps"][0]["lfkit_args"]["nproc_per_node"] == 2
+    assert plan["steps"][0]["args"]["fp16"] is True
+    assert not out.exists()

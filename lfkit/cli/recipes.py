@@ -202,14 +202,31 @@ def run_recipe(
     """Run a recipe by name: validate everything, then each step in its own process (or as a Slurm job)."""
     from lfkit.recipes.runner import Runner, refuse_finished
 
-    if slurm:
+    if slurm and not dry_run:
         return submit_recipe(name, assignments, config, overwrite, sbatch_lines)
-    if sbatch_lines:
+    if sbatch_lines and not slurm:
         raise UsageError("--sbatch goes with --slurm")
-    plan = plan_for(name, assignments, config, lambda out: None if dry_run else refuse_finished(out, overwrite))
+    job = None
+    if slurm:  # --dry-run --slurm: the plan the job would run and its script; nothing submitted
+        assignments, job = slurm_assignments(assignments, sbatch_lines)
+    plan = plan_for(
+        name,
+        assignments,
+        config,
+        lambda out: None if dry_run else refuse_finished(out, overwrite),
+        job.devices_per_node if job else None,
+    )
     if dry_run:
+        script = None
+        if job is not None:
+            from lfkit.slurm.script import render
+            from lfkit.slurm.submit import refuse_unrunnable
+
+            refuse_unrunnable(plan)
+            script = render(plan.output_dir, plan.recipe.name, job, sys.executable)
         print_json(
             {
+                **({"job_script": script} if script else {}),
                 "recipe": plan.recipe.name,
                 "output_dir": str(plan.output_dir) if plan.output_dir else None,
                 "steps": [
