@@ -33,7 +33,7 @@ def _raise_stopped(signum, _frame):
 
 
 class stop_signals:
-    """Turn SIGTERM and SIGHUP into Stopped (Ctrl-C is KeyboardInterrupt already), in the main thread."""
+    """Turn SIGTERM and SIGHUP into Stopped and SIGINT into KeyboardInterrupt, in the main thread."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -41,7 +41,12 @@ class stop_signals:
         self.previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
+                if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                    continue  # started under nohup: the terminal closing must not stop the run
                 self.previous[sig] = signal.signal(sig, _raise_stopped)
+            # A shell starts a background job with SIGINT ignored, and the step would inherit that;
+            # `kill -INT` must still stop the run the way Ctrl-C does.
+            self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
         return self
 
     def __exit__(self, *exc):
