@@ -64,6 +64,7 @@ def _wait_ticket(folder: Path, current: str) -> dict:
 def lead(out: Path, job: dict) -> int:
     import typer
 
+    import lfkit.cli.main  # noqa: F401 - first: lfkit.cli.recipes registers on main's app
     from lfkit.cli.output import error_line
     from lfkit.cli.recipes import run_failures
     from lfkit.errors import UsageError
