@@ -41,14 +41,17 @@ SERVICES = [
 ]
 # action -> (category label, phrasings: the last one is held out for the test split).
 # Every phrasing of an action carries its key word (取消, 开通, 介绍, 多少钱) and the
-# filler words (请问, 我的, 这个业务, 怎样) appear with every action, so the held-out
-# wording can be answered from what the train split teaches, and only from that.
+# filler words (请问, 我的, 这个业务, 怎样, 要花, 呀) appear with other actions or in other
+# places, so the held-out wording can be answered from what the train split teaches,
+# and only from that. Every character of a held-out question occurs in train: one that
+# train never shows keeps its random embedding, and that noise alone made a tiny model
+# drop or misread the price in held-out price questions.
 ACTIONS = {
     "取消": (
         "取消方式",
         [
             "{s}如何取消",
-            "我想取消{s}",
+            "我想取消{s}呀",
             "请问{s}怎么取消",
             "帮我取消我的{s}",
             "取消{s}这个业务要怎样做",
@@ -59,7 +62,7 @@ ACTIONS = {
         "开通方式",
         [
             "{s}如何开通",
-            "我想开通{s}",
+            "我想开通{s}呀",
             "请问{s}怎么开通",
             "帮我开通我的{s}",
             "开通{s}这个业务要怎样做",
@@ -69,7 +72,7 @@ ACTIONS = {
     "介绍": (
         "业务简介",
         [
-            "介绍一下{s}",
+            "介绍一下{s}呀",
             "我想了解{s}的介绍",
             "请问{s}是什么,介绍一下",
             "帮我介绍我的{s}",
@@ -81,9 +84,9 @@ ACTIONS = {
         "业务简介",
         [
             "{s}多少钱",
-            "我想知道{s}多少钱",
+            "我想知道{s}要花多少钱",
             "请问{s}怎么收费,多少钱",
-            "帮我查我的{s}多少钱",
+            "帮我查我的{s}多少钱呀",
             "{s}这个业务要多少钱",
             "请问我的{s}要花多少钱呀",
         ],

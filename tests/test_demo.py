@@ -6,9 +6,20 @@ import pytest
 
 from conftest import BIN, clean_env, run
 
-pytestmark = pytest.mark.slow
+
+def test_every_held_out_character_is_taught_by_the_train_split():
+    """A character that train never shows keeps its random embedding: noise that made the tiny model misread prices."""
+    from lfkit.dataset_registry.generate_demo import build
+
+    train, test = build()
+    taught = set("".join(r["instruction"] for r in train))
+    assert {c for r in test for c in r["instruction"]} <= taught
+    assert len({r["instruction"] for r in test}) == len(test) == 80
+    # every held-out question's answer is taught by train, under other wordings
+    assert {r["output"] for r in test} <= {r["output"] for r in train}
 
 
+@pytest.mark.slow
 def test_demo_learns_the_held_out_split_and_keeps_its_run(tmp_path, lfkit_home):
     out = tmp_path / "demo"
     result = run([BIN / "lfkit", "run", "demo", f"output_dir={out}"], env=clean_env(LFKIT_HOME=str(lfkit_home)))
@@ -16,7 +27,7 @@ def test_demo_learns_the_held_out_split_and_keeps_its_run(tmp_path, lfkit_home):
     summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert summary["dataset"] == "telecom_demo_test" and summary["after"]["samples"] == 80
     assert summary["before"]["exact_match"] <= 0.05  # a random tiny model knows nothing
-    assert summary["after"]["exact_match"] >= 0.8  # data, template, training, merge and eval line up
+    assert summary["after"]["exact_match"] >= 0.9  # data, template, training, merge and eval line up
     assert (out / "metrics.png").stat().st_size > 0
     assert (out / "train" / "training_loss.png").is_file()
     assert json.loads((out / "chat" / "answer.json").read_text(encoding="utf-8"))["answer"]
