@@ -70,3 +70,15 @@ def lfkit_post_model_load(model, model_args, is_trainable):
 @hookspec
 def lfkit_train_callbacks(args):
     """Return a list of ``transformers.TrainerCallback`` to add to a training run."""
+
+
+# --- planning -------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def lfkit_model_shape(config):
+    """Return a :class:`lfkit.planning.shapes.ModelShape` for a model's config.json (a dict), or None.
+
+    For architectures transformers cannot build without the model folder's own code
+    (remote-code families): the memory plan reads every parameter's size from here.
+    """

@@ -33,6 +33,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "lfkit.dataset_registry",
     "lfkit.recipes",
     "lfkit.launching",
+    "lfkit.planning",
     "lfkit.plugins",
 )
 

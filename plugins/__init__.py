@@ -36,3 +36,13 @@ def lfkit_register_patches(register):
 @hookimpl
 def lfkit_prepare_args(command, args):
     defaults.apply(command, args)
+
+
+@hookimpl
+def lfkit_model_shape(config):
+    """The remote-code families' shapes, for memory plans (transformers builds the others)."""
+    for family_shape in (baichuan2.shape, chatglm3.shape):
+        found = family_shape(config)
+        if found is not None:
+            return found
+    return None

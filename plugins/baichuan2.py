@@ -115,3 +115,28 @@ FAMILY = ModelFamily(
     fixes=("baichuan2-template", "baichuan2-tokenizer-sp-model", "xformers-remote-code-fallback"),
     description="Baichuan2 7B/13B (13B uses ALiBi); fused q/k/v projection W_pack",
 )
+
+
+def shape(config: dict):
+    """Baichuan2's parameters from its config.json (its modeling code stays unrun): a fused W_pack
+    (q, k and v), a gated MLP and a NormHead output layer, which is no Linear and no LoRA target."""
+    if config.get("model_type") != "baichuan":
+        return None
+    from lfkit.planning.shapes import ModelShape, decoder_tensors
+
+    h, f, vocab, layers = (config["hidden_size"], config["intermediate_size"], config["vocab_size"],
+                           config["num_hidden_layers"])  # fmt: skip
+    per_layer = [
+        ("self_attn.W_pack.weight", (3 * h, h), True),
+        ("self_attn.o_proj.weight", (h, h), True),
+        ("mlp.gate_proj.weight", (f, h), True),
+        ("mlp.down_proj.weight", (h, f), True),
+        ("mlp.up_proj.weight", (f, h), True),
+        ("input_layernorm.weight", (h,), False),
+        ("post_attention_layernorm.weight", (h,), False),
+    ]
+    outside = [("model.embed_tokens.weight", (vocab, h), False), ("model.norm.weight", (h,), False),
+               ("lm_head.weight", (vocab, h), False)]  # fmt: skip
+    heads = config["num_attention_heads"]
+    tensors = decoder_tensors(layers, per_layer, outside, "model.layers")
+    return ModelShape("baichuan", layers, h, f, heads, heads, h // heads, vocab, tensors, source="baichuan2 plugin")

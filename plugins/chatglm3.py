@@ -109,3 +109,36 @@ FAMILY = ModelFamily(
     fixes=("chatglm3-tokenizer-auto-map", "chatglm3-generation-past"),
     description="THUDM ChatGLM3-6B (base, chat, 32k)",
 )
+
+
+def shape(config: dict):
+    """ChatGLM3's parameters from its config.json (its modeling code stays unrun): a fused
+    query_key_value with bias and grouped key/value heads, a gated MLP whose first Linear
+    yields both halves, and a separate output_layer that LoRA leaves alone."""
+    if config.get("model_type") != "chatglm":
+        return None
+    from lfkit.planning.shapes import ModelShape, decoder_tensors
+
+    h, f, layers = config["hidden_size"], config["ffn_hidden_size"], config["num_layers"]
+    vocab = config.get("padded_vocab_size") or config["vocab_size"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("kv_channels") or h // heads
+    kv_heads = config.get("multi_query_group_num", heads) if config.get("multi_query_attention") else heads
+    qkv = heads * head_dim + 2 * kv_heads * head_dim
+    bias = config.get("add_bias_linear", False)
+    per_layer = [("input_layernorm.weight", (h,), False), ("self_attention.query_key_value.weight", (qkv, h), True)]
+    if bias or config.get("add_qkv_bias", False):
+        per_layer.append(("self_attention.query_key_value.bias", (qkv,), False))
+    per_layer += [
+        ("self_attention.dense.weight", (h, heads * head_dim), True),
+        ("post_attention_layernorm.weight", (h,), False),
+        ("mlp.dense_h_to_4h.weight", (2 * f, h), True),
+        ("mlp.dense_4h_to_h.weight", (h, f), True),
+    ]
+    outside = [("transformer.embedding.word_embeddings.weight", (vocab, h), False),
+               ("transformer.output_layer.weight", (vocab, h), True)]  # fmt: skip
+    if config.get("post_layer_norm", True):
+        outside.append(("transformer.encoder.final_layernorm.weight", (h,), False))
+    tensors = decoder_tensors(layers, per_layer, outside, "transformer.encoder.layers")
+    return ModelShape("chatglm", layers, h, f, heads, kv_heads, head_dim, vocab, tensors,
+                      source="chatglm3 plugin", excluded_from_lora=("output_layer",))  # fmt: skip

@@ -28,7 +28,8 @@ LAUNCH_KEYS: dict[str, Any] = {
     "master_port": int,
 }
 LFKIT_KEYS: dict[str, dict[str, Any]] = {
-    "train": LAUNCH_KEYS,  # how many workers, through LLaMA-Factory's torchrun launcher
+    # how many workers, through LLaMA-Factory's torchrun launcher; the device memory to plan for
+    "train": {**LAUNCH_KEYS, "gpu_memory": str},
     "export": {},
     "chat": {"prompt": str, "seed": int},
     "eval": {"batch_size": int, "seed": int},

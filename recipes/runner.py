@@ -241,6 +241,25 @@ def _own_deepspeed_copy(args: dict[str, Any], folder: Path) -> None:
         args["deepspeed"] = str(folder / DEEPSPEED_FILE)
 
 
+def memory_env(step: ResolvedStep, folder: Path) -> dict[str, str]:
+    from lfkit.planning.measure import REPORT_ENV, REPORT_FILE
+
+    if step.command != "train":
+        return {}
+    (folder / REPORT_FILE).unlink(missing_ok=True)
+    return {REPORT_ENV: str(folder)}
+
+
+def memory_record(folder: Path, plan: dict | None) -> dict[str, Any]:
+    """The step's memory plan (when one was made) beside what its first optimizer step really held."""
+    from lfkit.planning.measure import REPORT_FILE
+
+    report = folder / REPORT_FILE
+    measured = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else None
+    report.unlink(missing_ok=True)
+    return {"plan": plan, "measured": measured}
+
+
 class Runner:
     def __init__(
         self,
@@ -248,8 +267,10 @@ class Runner:
         echo: Callable[[str], None] = print,
         on_train_step: Callable[[ResolvedStep, bool], None] | None = None,
         extra: dict[str, Any] | None = None,
+        memory_plans: dict[str, dict] | None = None,
     ) -> None:
         self.plan = plan
+        self.memory_plans = memory_plans or {}  # step -> its memory plan (lfkit.planning), kept in run.json
         self.echo = echo
         # Told before each train step whether it launches (True) or was kept; a Slurm job's
         # other nodes start their workers on it.
@@ -360,7 +381,7 @@ class Runner:
             folder,
             keep_fds=(lock,) if lock is not None else (),
             interactive=interactive,
-            extra_env={**launch, workers.REPORTS_ENV: str(folder)},
+            extra_env={**launch, workers.REPORTS_ENV: str(folder), **memory_env(step, folder)},
         )
         try:
             code = process.wait()
@@ -379,6 +400,8 @@ class Runner:
         if report.is_file():
             record["patches"] = json.loads(report.read_text(encoding="utf-8"))
             report.unlink()
+        if step.command == "train":
+            record["memory"] = memory_record(folder, self.memory_plans.get(step.name))
         if world_size(launch):
             record["launch"] = {k: v for k, v in launch.items() if k != "FORCE_TORCHRUN"}
             wait = 10 if code == 0 else 0  # a failed launch leaves what it left

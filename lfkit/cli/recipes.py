@@ -33,6 +33,9 @@ SLURM = typer.Option(
     False, "--slurm", help="Submit as a Slurm batch job (job.sbatch in output_dir) and return at once."
 )
 SBATCH_LINES = typer.Option(None, "--sbatch", help="An extra #SBATCH option for --slurm, e.g. --sbatch=--mem=64G.")
+NO_PREFLIGHT = typer.Option(
+    False, "--no-preflight", help="Run even when the memory plan says a train step will not fit the card."
+)
 CONFIG = typer.Option(None, "--config", "-c", help="A YAML file of key: value, applied before the key=value arguments.")
 
 
@@ -198,12 +201,16 @@ def run_recipe(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; run nothing."),
     slurm: bool = SLURM,
     sbatch_lines: Optional[list[str]] = SBATCH_LINES,
+    no_preflight: bool = NO_PREFLIGHT,
 ):
-    """Run a recipe by name: validate everything, then each step in its own process (or as a Slurm job)."""
+    """Run a recipe by name: validate everything, check that each train step fits the card, then run each
+    step in its own process (or as a Slurm job)."""
     from lfkit.recipes.runner import Runner, refuse_finished
 
+    from .plan import preflight, show_on_stderr, step_plans
+
     if slurm and not dry_run:
-        return submit_recipe(name, assignments, config, overwrite, sbatch_lines)
+        return submit_recipe(name, assignments, config, overwrite, sbatch_lines, no_preflight)
     if sbatch_lines and not slurm:
         raise UsageError("--sbatch goes with --slurm")
     job = None
@@ -216,7 +223,13 @@ def run_recipe(
         lambda out: None if dry_run else refuse_finished(out, overwrite),
         job.devices_per_node if job else None,
     )
+    devices = job.devices_per_node if job else None
     if dry_run:
+        memory = {}
+        if any(s.command == "train" for s in plan.steps):
+            plans = step_plans(plan, devices)
+            show_on_stderr(plans)
+            memory = {p.step: p.as_dict() for p in plans}
         script = None
         if job is not None:
             from lfkit.slurm.script import render
@@ -238,14 +251,20 @@ def run_recipe(
                         "lfkit_args": s.lfkit_args,
                         "notes": s.notes,
                         "datasets": s.datasets,
+                        **({"memory": memory[s.name]} if s.name in memory else {}),
                     }
                     for s in plan.steps
                 ],
             }
         )
         return
+    plans = preflight(plan, devices, no_preflight)
     with run_failures():
-        records = Runner(plan, echo=lambda line: console.print(line, highlight=False)).run(overwrite=overwrite)
+        records = Runner(
+            plan,
+            echo=lambda line: console.print(line, highlight=False),
+            memory_plans={p.step: p.as_dict() for p in plans},
+        ).run(overwrite=overwrite)
     table(
         f"{plan.recipe.name}: done" + (f" -> {plan.output_dir}" if plan.output_dir else ""),
         ["step", "command", "status", "seconds", "folder"],
@@ -256,7 +275,7 @@ def run_recipe(
     )
 
 
-def submit_recipe(name, assignments, config, overwrite, sbatch_lines) -> str:
+def submit_recipe(name, assignments, config, overwrite, sbatch_lines, no_preflight=False) -> str:
     """``lfkit run ... --slurm``: resolve and check here, where the user is; the job runs the same plan."""
     from lfkit.recipes.runner import refuse_finished
     from lfkit.slurm.submit import sbatch_path, submit
@@ -264,6 +283,9 @@ def submit_recipe(name, assignments, config, overwrite, sbatch_lines) -> str:
     sbatch_path()
     rest, options = slurm_assignments(assignments, sbatch_lines)
     plan = plan_for(name, rest, config, lambda out: refuse_finished(out, overwrite), options.devices_per_node)
+    from .plan import preflight
+
+    preflight(plan, options.devices_per_node, no_preflight)
     job_id = submit(plan, options, overwrite)
     tokenized = [s.args.get("tokenized_path") for s in plan.steps if s.command == "train"]
     if options.nodes > 1 and not any(t and Path(t).exists() for t in tokenized):

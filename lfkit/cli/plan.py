@@ -1,0 +1,137 @@
+"""`lfkit plan`: will each train step fit the card, before a node is allocated; and the preflight of `lfkit run`."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import UsageError
+from .main import JSON_OPTION, app
+from .output import console, print_json
+from .recipes import ASSIGNMENTS, CONFIG, SBATCH_LINES, plan_for, quiet_resolution, slurm_assignments
+
+
+def gib(value: int | None) -> str:
+    if value is None:
+        return "?"
+    return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.1f} MiB"
+
+
+def count(value: int) -> str:
+    return f"{value / 1e9:.2f} B" if value >= 1e9 else f"{value / 1e6:.1f} M" if value >= 1e6 else f"{value:,}"
+
+
+def step_plans(plan, devices: int | None = None) -> list:
+    from lfkit.planning.plan import plan_run
+
+    with quiet_resolution():
+        return plan_run(plan, devices)
+
+
+def as_json(plans: list) -> dict:
+    first = plans[0].estimate.parameters if plans else {"total": None, "trainable": None}
+    return {"parameters": first, "steps": [p.as_dict() for p in plans]}
+
+
+def show(plans: list, out: Console = console) -> None:
+    """The table of each train step: rows, what it assumes, the verdict and what to change."""
+    from lfkit.planning.plan import row_title
+
+    for p in plans:
+        e = p.estimate
+        verdict = {True: "fits", False: "does NOT fit", None: "no target"}[p.fits]
+        total = e.parameters["total"]
+        trainable = e.parameters["trainable"]
+        table_out = Console(file=out.file, width=out.width) if out is not console else console
+        table_out.print(
+            f"[bold]step {p.step}: {gib(e.peak)} per worker, {verdict}[/bold] (target: {p.target_source}"
+            + (f", {gib(p.target)})" if p.target else ")"),
+            highlight=False,
+        )
+        table_out.print(
+            f"{p.shape.model_type}: {count(total)} parameters, {count(trainable)} trainable "
+            f"({100 * trainable / total:.2f}%); shape from {p.shape.source}",
+            highlight=False,
+        )
+        _table(table_out, None, ["row", "bytes", "size"],
+               [(row_title(k), f"{v:,}", gib(v)) for k, v in e.rows.items()]
+               + [("peak", f"{e.peak:,}", gib(e.peak))])  # fmt: skip
+        table_out.print(f"assumes: {e.setting.describe()}", highlight=False)
+        for note in e.notes:
+            table_out.print(f"note: {note}", highlight=False)
+        if p.fits is False:
+            if p.suggestions:
+                _table(table_out, "changes that make it fit (cheapest first)", ["add to the command", "peak", "note"],
+                       [(s.text, gib(s.estimate.peak), s.note) for s in p.suggestions])  # fmt: skip
+            else:
+                table_out.print("no single change makes it fit; combine them (e.g. QLoRA and a micro-batch of 1)")
+
+
+def _table(out: Console, title, columns, rows) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        numbers = column in ("bytes", "size", "peak")
+        t.add_column(column, overflow="fold", no_wrap=i == 0 or numbers, justify="right" if numbers else "left")
+    for row in rows:
+        t.add_row(*("" if c is None else str(c) for c in row))
+    out.print(t)
+
+
+def preflight(plan, devices: int | None, skip: bool) -> list:
+    """Stop before anything loads when a train step's estimate is far above the card (one line, exit 2)."""
+    if skip or not any(s.command == "train" for s in plan.steps):
+        return []
+    from lfkit.planning.plan import has_target, refusal
+
+    if not any(has_target(s.lfkit_args, devices) for s in plan.steps if s.command == "train"):
+        return []  # a CPU machine and no gpu_memory=: nothing to hold the plan against
+
+    plans = step_plans(plan, devices)
+    for p in plans:
+        if p.refused:
+            raise UsageError(refusal(p))
+    return plans
+
+
+@app.command("plan")
+def plan_command(
+    name: str = typer.Argument(..., help="Recipe name (see `lfkit recipes`)."),
+    assignments: Optional[list[str]] = ASSIGNMENTS,
+    config: Optional[Path] = CONFIG,
+    json_output: bool = JSON_OPTION,
+    slurm: bool = typer.Option(False, "--slurm", help="Plan for the Slurm job's cards (gres=, nodes=)."),
+    sbatch_lines: Optional[list[str]] = SBATCH_LINES,
+):
+    """Estimate each train step's peak device memory per worker, in rows, from config.json alone (no weights).
+
+    Give gpu_memory=16GiB to plan for a card this machine does not have (a login node).
+    """
+    devices = None
+    assignments = list(assignments or [])
+    if slurm:
+        assignments, job = slurm_assignments(assignments, sbatch_lines)
+        devices = job.devices_per_node
+    elif sbatch_lines:
+        raise UsageError("--sbatch goes with --slurm")
+    if not any(a.partition("=")[0].strip() == "output_dir" for a in assignments):
+        # a plan writes nothing; the recipe's folder only has to be named
+        assignments.append(f"output_dir={Path(tempfile.gettempdir()) / 'lfkit-plan-unused'}")
+    plan = plan_for(name, assignments, config, devices=devices)
+    plans = step_plans(plan, devices)
+    if not plans:
+        raise UsageError(f"recipe {name} has no train step to plan")
+    if json_output:
+        print_json({"recipe": plan.recipe.name, **as_json(plans)})
+        return
+    show(plans)
+
+
+def show_on_stderr(plans: list) -> None:
+    show(plans, Console(file=sys.stderr))

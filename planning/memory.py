@@ -1,0 +1,289 @@
+"""Peak device memory of one train step per worker, in rows a user can act on.
+
+Pure arithmetic over a :class:`ModelShape` and the step's arguments; nothing is loaded.
+What LLaMA-Factory does and the estimate follows:
+
+- weights load in the compute dtype (bf16 / fp16 flag, else the config's dtype on a GPU,
+  float32 on a CPU); QLoRA stores the frozen Linear weights in 8 or 4 bits;
+- trainable parameters are upcast to float32, except with pure_bf16, BAdam, or ZeRO-3
+  without quantization (model/adapter.py);
+- gradients have the dtype of their parameter; Adam keeps two states per trainable value
+  and a step counter per tensor;
+- gradient checkpointing is on unless ``disable_gradient_checkpointing``: each layer keeps
+  its input and one layer is recomputed at a time;
+- DeepSpeed casts the model to half precision and keeps float32 master weights in its
+  optimizer; ZeRO-1/2/3 split optimizer states / gradients / parameters over the workers,
+  offload moves them to CPU memory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .shapes import ModelShape
+from .trainable import Training, lora_targets, training
+
+GIB = 2**30
+# A CUDA / HIP context, cuBLAS/hipBLAS workspaces and the allocator's first blocks, before
+# any tensor exists: what max_memory_allocated does not see but the card loses.
+CONTEXT_BYTES = 512 * 2**20
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+ROWS = ("weights", "trainable", "gradients", "optimizer", "activations", "logits", "overhead")
+ROW_TITLES = {
+    "weights": "weights (frozen)",
+    "trainable": "trainable parameters",
+    "gradients": "gradients",
+    "optimizer": "optimizer states",
+    "activations": "activations",
+    "logits": "logits and loss",
+    "overhead": "runtime overhead",
+}
+
+
+@dataclass
+class Setting:
+    """What an estimate assumes; printed with it."""
+
+    device: str  # gpu | cpu
+    dtype: str
+    trainable_dtype: str
+    method: str
+    checkpointing: bool
+    micro_batch: int
+    seq_len: int
+    seq_source: str
+    workers: int = 1
+    zero_stage: int | None = None
+    offload_optimizer: bool = False
+    offload_param: bool = False
+    quantization_bit: int | None = None
+    optimizer: str = "adamw_torch"
+    lora_rank: int | None = None
+    dora: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def describe(self) -> str:
+        method = self.method + (f" rank {self.lora_rank}" if self.lora_rank else "") + (" DoRA" if self.dora else "")
+        parts = [method]
+        if self.quantization_bit:
+            parts.append(f"{self.quantization_bit}-bit base (QLoRA)")
+        parts.append(f"weights {self.dtype}, trainable {self.trainable_dtype}")
+        parts.append(f"micro-batch {self.micro_batch} x {self.seq_len} tokens ({self.seq_source})")
+        parts.append("gradient checkpointing " + ("on" if self.checkpointing else "off"))
+        if self.zero_stage is not None:
+            moved = (("optimizer", self.offload_optimizer), ("params", self.offload_param))
+            offload = [name for name, on in moved if on]
+            parts.append(f"ZeRO-{self.zero_stage}" + (f" offload {'+'.join(offload)}" if offload else ""))
+        parts.append(f"{self.workers} worker(s)")
+        parts.append(f"optimizer {self.optimizer}")
+        return "; ".join(parts)
+
+
+@dataclass
+class Estimate:
+    setting: Setting
+    rows: dict[str, int]
+    parameters: dict[str, int]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def peak(self) -> int:
+        return sum(self.rows.values())
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in {"true", "1", "yes", "on"}
+
+
+def zero_config(path: Any) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        return json.loads(Path(str(path)).read_text(encoding="utf-8")).get("zero_optimization") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _offloaded(zero: dict[str, Any], key: str) -> bool:
+    return str((zero.get(key) or {}).get("device", "none")).lower() in {"cpu", "nvme"}
+
+
+def compute_dtype(args: dict[str, Any], shape: ModelShape, device: str) -> str:
+    """LLaMA-Factory's choice: the precision flag; on a GPU without one, the config's bf16 or fp16."""
+    if _truthy(args.get("bf16")) or _truthy(args.get("pure_bf16")):
+        return "bfloat16"
+    if _truthy(args.get("fp16")):
+        return "float16"
+    if device == "gpu":
+        return "bfloat16" if shape.torch_dtype == "bfloat16" else "float16"
+    return "float32"
+
+
+def setting_for(
+    shape: ModelShape, args: dict[str, Any], lfkit_args: dict[str, Any], seq_len: int, seq_source: str, device: str
+) -> Setting:
+    dtype = compute_dtype(args, shape, device)
+    stage = None
+    if args.get("deepspeed"):
+        given = zero_config(args["deepspeed"]).get("stage", 0)
+        stage = int(given) if str(given).isdigit() else 0
+    qbit = args.get("quantization_bit")
+    method = str(args.get("finetuning_type") or "lora")
+    upcast = not (_truthy(args.get("pure_bf16")) or _truthy(args.get("use_badam"))) and not (stage == 3 and not qbit)
+    if stage is not None and dtype != "float32":
+        trainable_dtype = dtype  # DeepSpeed casts the whole module; its optimizer holds the float32 master copy
+    else:
+        trainable_dtype = "float32" if upcast else dtype
+    workers = int(lfkit_args.get("nproc_per_node") or 1) * int(lfkit_args.get("nnodes") or 1)
+    return Setting(
+        device=device,
+        dtype=dtype,
+        trainable_dtype=trainable_dtype,
+        method=method,
+        checkpointing=not _truthy(args.get("disable_gradient_checkpointing")),
+        micro_batch=int(args.get("per_device_train_batch_size") or 8),
+        seq_len=seq_len,
+        seq_source=seq_source,
+        workers=workers,
+        zero_stage=stage,
+        offload_optimizer=_offloaded(zero_config(args.get("deepspeed")), "offload_optimizer"),
+        offload_param=_offloaded(zero_config(args.get("deepspeed")), "offload_param"),
+        quantization_bit=int(qbit) if qbit else None,
+        optimizer=str(args.get("optim") or "AdamW (the default)"),
+        lora_rank=int(args.get("lora_rank", 8)) if method == "lora" else None,
+        dora=method == "lora" and _truthy(args.get("use_dora")),
+    )
+
+
+def _quantized_bytes(numel: int, fan_out: int, bits: int) -> int:
+    if bits == 4:
+        # packed 4-bit values, and one absmax per 64 values (8 bits each with double quantization)
+        return numel // 2 + numel // 64 + (numel // 64 // 256) * 4
+    return numel + fan_out * 4  # int8 values and a float32 scale per output row
+
+
+def _weight_bytes(train: Training, s: Setting) -> int:
+    c = DTYPE_BYTES[s.dtype]
+    quantized = {t.name for t in train.quantizable} if s.quantization_bit else set()
+    total = 0
+    for t in train.frozen:
+        total += _quantized_bytes(t.numel, t.shape[0], s.quantization_bit) if t.name in quantized else t.numel * c
+    return total
+
+
+def _optimizer_bytes(train: Training, s: Setting) -> int:
+    name = s.optimizer.lower()
+    m = train.trainable_numel
+    param_bytes = DTYPE_BYTES[s.trainable_dtype]
+    if "sgd" in name or "lomo" in name:
+        return 0
+    if "adafactor" in name:  # factored second moments: a row and a column per matrix
+        return sum(sum(t.shape) if len(t.shape) == 2 else t.numel for t in train.trainable) * 4
+    per_value = 2 if "8bit" in name else 2 * (4 if s.zero_stage is not None else param_bytes)
+    states = m * per_value + 4 * len(train.trainable)  # and a float32 step counter per tensor
+    if s.zero_stage is not None and s.dtype != "float32":
+        states += m * 4  # DeepSpeed's float32 master copy of the half-precision parameters
+    return states
+
+
+def _layer_activation_bytes(shape: ModelShape, s: Setting, lora_inputs: int, dropout: bool) -> int:
+    """Bytes per token that one decoder layer keeps for its backward pass (no checkpointing).
+
+    Normalisations keep their input, a float32 normalised copy and its half-precision
+    result; attention keeps q and k before and after rotary embedding, v, its output
+    and the softmax statistics (SDPA / flash kernels keep no seq x seq matrix); a gated
+    MLP keeps gate, its activation, up and their product; LoRA keeps each wrapped
+    Linear's input cast to its own dtype (and a dropout mask and output with dropout).
+    """
+    c = DTYPE_BYTES[s.dtype]
+    h, f = shape.hidden, shape.intermediate
+    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    norms = 2 * (2 * c + 4) * h
+    attention = c * (2 * q + 2 * kv + kv + q) + 4 * shape.heads
+    mlp = 4 * c * f
+    lora = lora_inputs * (c + (5 if dropout else 0))
+    return norms + attention + mlp + lora
+
+
+def _activation_bytes(shape: ModelShape, train: Training, s: Setting, args: dict[str, Any]) -> int:
+    tokens = s.micro_batch * s.seq_len
+    lora_inputs = 0
+    if train.method == "lora":
+        linear = shape.linear_modules()
+        per_layer = [p for p in lora_targets(shape, args) if ".0." in p]
+        lora_inputs = sum(linear[p][0] for p in per_layer)
+    dropout = float(args.get("lora_dropout") or 0) > 0
+    layer = _layer_activation_bytes(shape, s, lora_inputs, dropout)
+    c = DTYPE_BYTES[s.dtype]
+    # the backward pass of a layer holds the gradients of its widest activations besides them
+    working = 2 * c * (shape.intermediate + shape.hidden)
+    final_norm = (2 * c + 4) * shape.hidden
+    if s.checkpointing:
+        kept = shape.layers * c * shape.hidden + layer
+    else:
+        kept = shape.layers * layer
+    return tokens * (kept + working + final_norm)
+
+
+def estimate(
+    shape: ModelShape,
+    args: dict[str, Any],
+    lfkit_args: dict[str, Any] | None = None,
+    seq_len: int | None = None,
+    seq_source: str = "cutoff_len",
+    device: str = "gpu",
+) -> Estimate:
+    """The estimate for one train step's arguments (LLaMA-Factory keys) on ``device``."""
+    if seq_len is None:
+        seq_len = int(args.get("cutoff_len") or 2048)
+    s = setting_for(shape, args, lfkit_args or {}, seq_len, seq_source, device)
+    train = training(shape, args)
+    c = DTYPE_BYTES[s.dtype]
+    m = train.trainable_numel
+    weights = _weight_bytes(train, s)
+    trainable = m * DTYPE_BYTES[s.trainable_dtype]
+    gradients = m * DTYPE_BYTES[s.trainable_dtype]
+    optimizer = _optimizer_bytes(train, s)
+    notes: list[str] = []
+    if s.zero_stage is not None:
+        w = max(s.workers, 1)
+        bucket = 2 * shape.hidden * shape.hidden * c  # reduce buckets of hidden^2 values ("auto")
+        if s.zero_stage >= 1:
+            optimizer //= w
+        if s.offload_optimizer:
+            optimizer = 0
+        if s.zero_stage >= 2:
+            gradients = gradients // w + bucket
+        if s.offload_optimizer:
+            gradients = bucket
+        if s.zero_stage == 3:
+            largest_layer = max(
+                sum(t.numel for t in shape.tensors if t.layer == i) for i in range(max(shape.layers, 1))
+            )
+            gathered = 2 * largest_layer * c  # the layer in use and the one prefetched
+            weights = (0 if s.offload_param else weights // w) + gathered
+            trainable = 0 if s.offload_param else trainable // w
+        if s.offload_optimizer or s.offload_param:
+            notes.append("CPU offload needs DeepSpeed's CPUAdam op, which does not build on some ROCm versions")
+    activations = _activation_bytes(shape, train, s, args)
+    logits = s.micro_batch * s.seq_len * shape.vocab * (c + 4 + 4)  # the logits, their float32 copy, log-probs
+    rows = {
+        "weights": weights,
+        "trainable": trainable,
+        "gradients": gradients,
+        "optimizer": optimizer,
+        "activations": activations,
+        "logits": logits,
+        "overhead": CONTEXT_BYTES if device == "gpu" else 0,
+    }
+    parameters = {"total": shape.parameters, "trainable": m}
+    return Estimate(s, rows, parameters, notes)
+
+
+def gib(value: int | float) -> str:
+    return f"{value / GIB:.2f} GiB"

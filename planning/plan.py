@@ -1,0 +1,149 @@
+"""The memory plan of a resolved run: for each train step, the estimate, the target and what to change.
+
+The target is the visible device's memory, or ``gpu_memory=16GiB`` given by hand (on a
+login node without GPUs, or for a Slurm job). Without either, the plan is made for this
+CPU machine and has no verdict.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lfkit.errors import UsageError
+
+from .memory import GIB, ROW_TITLES, Estimate, estimate
+from .sequence import longest_sample
+from .shapes import ModelShape, model_shape
+from .suggest import Suggestion, suggestions
+
+# The preflight stops a step only when its estimate is more than this much above the target:
+# the estimate's measured error is within it, and a false refusal costs more than a tight run.
+MARGIN = 0.10
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: Any) -> int:
+    """'16GiB', '16G', '16GB' (read as GiB, as cards are sold), '16384M' -> bytes."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value * GIB)
+    match = _SIZE.match(str(value))
+    if not match:
+        raise UsageError(f"gpu_memory={value}: give a size such as 16GiB, 16G or 32768M")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    return int(number * {"": GIB, "K": 2**10, "M": 2**20, "G": GIB, "T": 2**40}[unit])
+
+
+@dataclass
+class StepPlan:
+    step: str
+    estimate: Estimate
+    target: int | None
+    target_source: str
+    shape: ModelShape
+    suggestions: list[Suggestion] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.target is None else self.estimate.peak <= self.target
+
+    @property
+    def refused(self) -> bool:
+        return self.target is not None and self.estimate.peak > self.target * (1 + MARGIN)
+
+    def as_dict(self) -> dict[str, Any]:
+        e = self.estimate
+        return {
+            "step": self.step,
+            "peak_bytes": e.peak,
+            "target_bytes": self.target,
+            "target_source": self.target_source,
+            "fits": self.fits,
+            "rows": dict(e.rows),
+            "assumes": e.setting.as_dict(),
+            "sequence": {"tokens": e.setting.seq_len, "source": e.setting.seq_source},
+            "parameters": dict(e.parameters),
+            "model": self.shape.as_dict(),
+            "notes": list(e.notes),
+            "suggestions": [s.as_dict() for s in self.suggestions],
+        }
+
+
+def _target(lfkit_args: dict[str, Any], devices: int | None) -> tuple[int | None, str, str]:
+    """(bytes, where from, device kind) for a step."""
+    given = lfkit_args.get("gpu_memory")
+    if given not in (None, ""):
+        return parse_size(given), f"gpu_memory={given}", "gpu"
+    from lfkit.platform_detect import detect_platform
+
+    gpus = [g for g in detect_platform(with_gpus=True).gpus if "memory_gib" in g]
+    if gpus:
+        smallest = min(gpus, key=lambda g: g["memory_gib"])
+        import torch
+
+        total = torch.cuda.get_device_properties(smallest["index"]).total_memory
+        return int(total), f"GPU {smallest['index']} ({smallest['name']})", "gpu"
+    if devices:  # a Slurm job's cards, memory unknown here
+        return None, "unknown (give gpu_memory=)", "gpu"
+    return None, "none (no GPU here; give gpu_memory= to plan for one)", "cpu"
+
+
+def has_target(lfkit_args: dict[str, Any], devices: int | None) -> bool:
+    """Whether a step has a card to be held against, without planning it."""
+    if lfkit_args.get("gpu_memory") not in (None, ""):
+        return True
+    from lfkit.recipes.resolve import visible_devices
+
+    return visible_devices() > 0
+
+
+def plan_step(step, devices: int | None = None, platform_kind: str | None = None) -> StepPlan:
+    """The plan of one resolved train step (lfkit.recipes.resolve.ResolvedStep)."""
+    args, own = step.args, step.lfkit_args
+    target, source, device = _target(own, devices)
+    shape = model_shape(args["model_name_or_path"])
+    tokens, how = longest_sample(args, step.datasets)
+
+    def plan_with(variant: dict[str, Any], variant_own: dict[str, Any]) -> Estimate:
+        seq = tokens
+        if variant.get("cutoff_len") != args.get("cutoff_len"):
+            seq = min(tokens, int(variant["cutoff_len"]))
+        if variant.get("deepspeed") and variant["deepspeed"] != args.get("deepspeed"):
+            from lfkit.launching.deepspeed import config_path
+
+            variant = {**variant, "deepspeed": str(config_path(variant["deepspeed"]))}
+        return estimate(shape, variant, variant_own, seq, how, device)
+
+    result = StepPlan(step.name, plan_with(args, own), target, source, shape)
+    if result.fits is False:
+        if platform_kind is None:
+            from lfkit.platform_detect import detect_platform
+
+            platform_kind = detect_platform().kind
+        result.suggestions = suggestions(args, own, plan_with, target, platform_kind)
+    return result
+
+
+def plan_run(plan, devices: int | None = None) -> list[StepPlan]:
+    """Plans for every train step of a resolved run (lfkit.recipes.resolve.Plan)."""
+    return [plan_step(step, devices) for step in plan.steps if step.command == "train"]
+
+
+def refusal(step_plan: StepPlan) -> str:
+    """The preflight's one line for a step that will not fit."""
+    e = step_plan.estimate
+    line = (
+        f"step {step_plan.step} needs about {e.peak / GIB:.1f} GiB per worker; {step_plan.target_source} has "
+        f"{step_plan.target / GIB:.1f} GiB"
+    )
+    if step_plan.suggestions:
+        best = step_plan.suggestions[0]
+        line += f"; try {best.text} ({best.estimate.peak / GIB:.1f} GiB)"
+    else:
+        line += "; no single change fits (see `lfkit plan`)"
+    return line + "; `lfkit plan` shows the rows, --no-preflight runs anyway"
+
+
+def row_title(name: str) -> str:
+    return ROW_TITLES[name]

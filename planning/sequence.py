@@ -1,0 +1,117 @@
+"""The sequence length a train step will really see: its longest sample, tokenized.
+
+LLaMA-Factory pads each batch to its longest sample, so the peak comes from the longest
+sample after the chat template and cutoff_len, not from cutoff_len itself (a telecom
+question is a few dozen tokens, not 2048). The data goes through LLaMA-Factory's own
+pipeline with the model's tokenizer; the answer is cached in $LFKIT_HOME by the data's
+fingerprint and the keys that change tokenization. Without data or a tokenizer, the plan
+falls back to cutoff_len and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lfkit.atomic import write_json
+from lfkit.locking import locked
+from lfkit.paths import lfkit_home
+
+# The keys that change what a tokenized sample looks like.
+TOKENIZE_KEYS = (
+    "model_name_or_path", "dataset", "dataset_dir", "template", "cutoff_len", "stage", "train_on_prompt",
+    "mask_history", "max_samples", "packing", "neat_packing", "default_system", "enable_thinking", "streaming",
+)  # fmt: skip
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt")
+
+
+def _cache_file() -> Path:
+    return lfkit_home() / "cache" / "sequence-lengths.json"
+
+
+def _key(args: dict[str, Any], datasets: dict[str, dict[str, str]]) -> str:
+    model = Path(str(args.get("model_name_or_path")))
+    tokenizer = {name: (model / name).stat().st_mtime_ns for name in TOKENIZER_FILES if (model / name).is_file()}
+    material = {
+        "args": {k: args.get(k) for k in TOKENIZE_KEYS},
+        "data": {name: d.get("sha256") for name, d in datasets.items()},
+        "tokenizer": tokenizer,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _read_cache() -> dict[str, Any]:
+    try:
+        return json.loads(_cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _measure(args: dict[str, Any]) -> tuple[int, int]:
+    """(longest sample, samples) through LLaMA-Factory's own data pipeline."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its warnings go to the stderr it found at import, past any redirect
+    try:
+        return _tokenized_lengths(args)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _tokenized_lengths(args: dict[str, Any]) -> tuple[int, int]:
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    keep = {k: args[k] for k in (*TOKENIZE_KEYS, "trust_remote_code", "cache_dir") if args.get(k) is not None}
+    keep.pop("streaming", None)
+    with tempfile.TemporaryDirectory(prefix="lfkit-plan-") as scratch:
+        keep.update({"output_dir": scratch, "do_train": True, "report_to": "none", "finetuning_type": "lora",
+                     "stage": args.get("stage") or "sft", "overwrite_output_dir": True})  # fmt: skip
+        model_args, data_args, training_args, _, _ = get_train_args(keep)
+        tokenizer_module = load_tokenizer(model_args)
+        template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+        module = get_dataset(template, model_args, data_args, training_args, keep["stage"], **tokenizer_module)
+    lengths = [len(ids) for ids in module["train_dataset"]["input_ids"]]
+    return max(lengths), len(lengths)
+
+
+def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) -> tuple[int, str]:
+    """(tokens, where the figure comes from) for a train step."""
+    cutoff = int(args.get("cutoff_len") or 2048)
+    if args.get("packing") or args.get("neat_packing"):
+        return cutoff, "cutoff_len (packing fills every sequence)"
+    if not args.get("dataset"):
+        return cutoff, "cutoff_len (no dataset given)"
+    if args.get("streaming"):
+        return cutoff, "cutoff_len (a streamed dataset is not read ahead)"
+    model = Path(str(args.get("model_name_or_path")))
+    if model.is_dir() and not any((model / name).is_file() for name in TOKENIZER_FILES):
+        return cutoff, "cutoff_len (no tokenizer in the model folder)"
+    key = _key(args, datasets)
+    cached = _read_cache().get(key)
+    if cached:
+        return int(cached["tokens"]), f"longest of {cached['samples']} samples, tokenized (cached)"
+    try:
+        # LLaMA-Factory prints a training example and progress bars while it tokenizes; a plan shows none
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            tokens, samples = _measure(args)
+    except Exception as exc:  # noqa: BLE001 - the plan goes on with the bound; the reason is shown
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return cutoff, f"cutoff_len (the data could not be tokenized here: {reason[:120]})"
+    try:
+        cache = _cache_file()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with locked(cache.with_name(cache.name + ".lock")):
+            entries = _read_cache()
+            entries[key] = {"tokens": tokens, "samples": samples}
+            write_json(cache, entries)
+    except OSError:
+        pass  # a read-only LFKIT_HOME only costs the next plan the same measurement
+    return tokens, f"longest of {samples} samples, tokenized"

@@ -1,0 +1,159 @@
+"""A model's shape from its config.json alone: every parameter's name and size, no weights.
+
+Where transformers knows the architecture, the model is built on the meta device (no
+memory, no weights), so the names and sizes are exactly those LLaMA-Factory will load.
+A remote-code family (Baichuan2, ChatGLM3) brings its own shape through the
+``lfkit_model_shape`` hook, from the config's dimensions, so no code from a model
+folder runs for a plan.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lfkit.errors import UsageError
+
+_LAYER = re.compile(r"\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str  # as in model.named_parameters(), e.g. model.layers.0.self_attn.q_proj.weight
+    shape: tuple[int, ...]
+    linear: bool = False  # the weight of a Linear layer: a LoRA target and what bitsandbytes quantizes
+
+    @property
+    def numel(self) -> int:
+        out = 1
+        for dim in self.shape:
+            out *= dim
+        return out
+
+    @property
+    def module(self) -> str:
+        return self.name.rpartition(".")[0]
+
+    @property
+    def layer(self) -> int | None:
+        match = _LAYER.search(self.name)
+        return int(match.group(1)) if match else None
+
+
+@dataclass
+class ModelShape:
+    """What a memory plan needs to know of a model."""
+
+    model_type: str
+    layers: int
+    hidden: int
+    intermediate: int  # the MLP's inner width (per branch for gated MLPs)
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tensors: list[Tensor] = field(default_factory=list)
+    source: str = ""  # how the shape was found: transformers (meta device) or a family plugin
+    torch_dtype: str | None = None  # config.json's torch_dtype
+    excluded_from_lora: tuple[str, ...] = ("lm_head",)  # LLaMA-Factory's lora_target=all leaves these out
+
+    @property
+    def parameters(self) -> int:
+        return sum(t.numel for t in self.tensors)
+
+    def linear_modules(self) -> dict[str, tuple[int, int]]:
+        """module path -> (in_features, out_features) of every Linear layer."""
+        return {t.module: (t.shape[1], t.shape[0]) for t in self.tensors if t.linear and t.name.endswith(".weight")}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model_type": self.model_type,
+            "layers": self.layers,
+            "hidden": self.hidden,
+            "intermediate": self.intermediate,
+            "heads": self.heads,
+            "kv_heads": self.kv_heads,
+            "head_dim": self.head_dim,
+            "vocab": self.vocab,
+            "parameters": self.parameters,
+            "source": self.source,
+        }
+
+
+def decoder_tensors(
+    layers: int,
+    per_layer: list[tuple[str, tuple[int, ...], bool]],
+    outside: list[tuple[str, tuple[int, ...], bool]],
+    layer_prefix: str,
+) -> list[Tensor]:
+    """Tensors of a decoder stack: ``per_layer`` (name below the layer, shape, linear) repeated
+    ``layers`` times under ``layer_prefix.N.``, and ``outside`` as they are."""
+    out = [Tensor(name, shape, linear) for name, shape, linear in outside]
+    for index in range(layers):
+        out += [Tensor(f"{layer_prefix}.{index}.{name}", shape, linear) for name, shape, linear in per_layer]
+    return out
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"model {folder}: cannot read config.json ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise UsageError(f"model {folder}: config.json is not valid JSON ({exc})") from None
+
+
+def _from_transformers(folder: Path, config: dict[str, Any]) -> ModelShape | None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        hf_config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+    except (ValueError, KeyError, OSError):
+        return None  # an architecture this transformers does not know without remote code
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=False)
+    except (ValueError, KeyError, OSError):
+        return None
+    text = getattr(hf_config, "text_config", None) or hf_config
+    linear = {name for name, module in model.named_modules() if "Linear" in type(module).__name__}
+    tensors = [Tensor(name, tuple(p.shape), name.rpartition(".")[0] in linear) for name, p in model.named_parameters()]
+    heads = text.num_attention_heads
+    return ModelShape(
+        model_type=hf_config.model_type,
+        layers=text.num_hidden_layers,
+        hidden=text.hidden_size,
+        intermediate=getattr(text, "intermediate_size", None) or 4 * text.hidden_size,
+        heads=heads,
+        kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+        head_dim=getattr(text, "head_dim", None) or text.hidden_size // heads,
+        vocab=text.vocab_size,
+        tensors=tensors,
+        source="transformers (meta device)",
+        torch_dtype=config.get("torch_dtype") or config.get("dtype"),
+    )
+
+
+def model_shape(folder: str | Path) -> ModelShape:
+    """The shape of the model in ``folder`` (a folder with a config.json; weights not needed)."""
+    from lfkit.plugin_manager import get_manager
+
+    folder = Path(folder)
+    config = read_config(folder)
+    shape = get_manager().pm.hook.lfkit_model_shape(config=config)
+    if shape is not None:
+        shape.torch_dtype = shape.torch_dtype or config.get("torch_dtype")
+        return shape
+    shape = _from_transformers(folder, config)
+    if shape is None:
+        kind = config.get("model_type", "?")
+        raise UsageError(
+            f"model {folder}: cannot plan memory for model_type {kind!r}: transformers does not know it and "
+            "no model family plugin gives its shape (lfkit_model_shape)"
+        )
+    return shape

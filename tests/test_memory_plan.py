@@ -1,0 +1,207 @@
+"""The memory plan: from config.json alone, checked against real tensors, the published model sizes
+and what the field reports found on 16 GB cards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, FIXTURES, clean_env, run
+
+CONFIGS = FIXTURES / "model_configs"
+GIB = 2**30
+# Parameter counts as their model cards publish them.
+PUBLISHED = {
+    "Llama-2-7b-hf": 6_738_415_616,
+    "chatglm3-6b": 6_243_584_000,
+    "Baichuan2-7B-Chat": 7_505_973_248,
+    "gemma-2b": 2_506_172_416,
+}
+
+
+@pytest.fixture(scope="module")
+def seed_models(tmp_path_factory, tiny_llama) -> dict[str, Path]:
+    """Each shipped config.json beside the tiny tokenizer: the plan tokenizes the telecom data with it."""
+    root = tmp_path_factory.mktemp("seed-models")
+    out = {}
+    for name in PUBLISHED:
+        folder = root / name
+        folder.mkdir()
+        shutil.copy(CONFIGS / name / "config.json", folder / "config.json")
+        for file in tiny_llama.glob("tokenizer*"):
+            shutil.copy(file, folder / file.name)
+        out[name] = folder
+    return out
+
+
+def plans(recipe: str, *assignments: str):
+    from lfkit.cli.plan import step_plans
+    from lfkit.cli.recipes import plan_for
+
+    plan = plan_for(recipe, [*assignments, "output_dir=/nonexistent/plan-only"], None)
+    return step_plans(plan)
+
+
+def sft_single(model: Path, *extra: str):
+    """The hand-written sft_single.sh of the DCU field guide, on a 16 GiB card."""
+    (step,) = plans(
+        "sft-lora-single",
+        f"model={model}",
+        "dataset=telecom_demo",
+        "template=default",
+        "trust_remote_code=true",
+        "gpu_memory=16GiB",
+        *extra,
+    )
+    return step
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_parameters_from_config_json_alone_match_the_published_counts(name):
+    from lfkit.planning.shapes import model_shape
+
+    shape = model_shape(CONFIGS / name)
+    assert shape.parameters == PUBLISHED[name]
+    assert not list((CONFIGS / name).glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("name", ["Llama-2-7b-hf", "chatglm3-6b"])
+def test_full_and_freeze_of_a_7b_model_do_not_fit_16_gib_and_lora_does(seed_models, name):
+    lora = sft_single(seed_models[name])
+    assert lora.fits is True, lora.as_dict()
+    assert lora.estimate.setting.seq_len < 128  # the telecom questions, tokenized, not cutoff_len
+    assert lora.estimate.setting.seq_source.startswith("longest of 400 samples")
+    for method in ("full", "freeze"):
+        step = sft_single(seed_models[name], f"finetuning_type={method}")
+        assert step.fits is False and step.refused
+        assert step.suggestions, f"{method}: no change offered"
+        assert all(s.estimate.peak <= 16 * GIB for s in step.suggestions)
+        assert step.suggestions[0].change.get("finetuning_type") == "lora"
+
+
+def test_gemma_2b_with_the_tuned_rank_128_dora_settings(seed_models):
+    (step,) = plans(
+        "sft-lora-tuned", f"model={seed_models['gemma-2b']}", "dataset=telecom_demo", "gpu_memory=16GiB"
+    )
+    # q_proj and v_proj of 18 layers (the gemma family's target): rank x (in + out), plus DoRA's
+    # magnitude vector of out values; gemma-2b: hidden 2048, one key/value head of 256.
+    per_layer = 128 * (2048 + 2048) + 2048 + 128 * (2048 + 256) + 256
+    assert step.estimate.parameters["trainable"] == 18 * per_layer == 14_787_072
+    rows = step.estimate.rows
+    assert rows["weights"] == 2 * PUBLISHED["gemma-2b"]  # bf16, as gemma-2b's config.json says
+    assert rows["trainable"] == rows["gradients"] == 4 * 14_787_072  # upcast to float32
+    # 256k vocabulary: at micro-batch 8 the logits outweigh everything trained
+    assert rows["logits"] > 5 * rows["optimizer"]
+    assert step.fits and 5 * GIB < step.estimate.peak < 9 * GIB
+
+
+def test_a_shorter_cutoff_changes_the_sequence_the_plan_uses(seed_models):
+    step = sft_single(seed_models["Llama-2-7b-hf"], "cutoff_len=16")
+    assert step.estimate.setting.seq_len == 16
+    assert not step.estimate.setting.seq_source.startswith("cutoff_len")
+
+
+def test_without_a_tokenizer_the_plan_falls_back_to_cutoff_len_and_says_so():
+    (step,) = plans("sft-lora-single", f"model={CONFIGS / 'Llama-2-7b-hf'}", "dataset=telecom_demo",
+                    "gpu_memory=16GiB", "cutoff_len=1024")  # fmt: skip
+    assert step.estimate.setting.seq_len == 1024
+    assert step.estimate.setting.seq_source == "cutoff_len (no tokenizer in the model folder)"
+
+
+def test_checkpointing_zero_and_qlora_move_the_rows_they_should(seed_models):
+    model = seed_models["Llama-2-7b-hf"]
+    base = sft_single(model, "cutoff_len=2048", "finetuning_type=full").estimate
+    no_checkpointing = sft_single(model, "finetuning_type=full", "disable_gradient_checkpointing=true").estimate
+    assert no_checkpointing.rows["activations"] > base.rows["activations"]
+    zero3 = sft_single(model, "finetuning_type=full", "deepspeed=z3", "nproc_per_node=4").estimate
+    # float32 master weights and Adam's two states, 12 bytes a value, split over 4 workers: 3 against 8
+    assert zero3.rows["optimizer"] < base.rows["optimizer"] / 2
+    assert zero3.rows["trainable"] == base.rows["trainable"] // 2 // 4  # half precision, split over 4
+    qlora4 = sft_single(model, "quantization_bit=4").estimate
+    qlora8 = sft_single(model, "quantization_bit=8").estimate
+    lora = sft_single(model).estimate
+    assert qlora4.rows["weights"] < qlora8.rows["weights"] < lora.rows["weights"]
+
+
+def test_dtk_is_offered_8_bit_qlora_only():
+    from lfkit.planning.memory import estimate
+    from lfkit.planning.shapes import model_shape
+    from lfkit.planning.suggest import suggestions
+
+    shape = model_shape(CONFIGS / "Baichuan2-7B-Chat")
+    args = {"finetuning_type": "freeze", "per_device_train_batch_size": 1, "fp16": True}
+
+    def plan_with(variant, own):
+        return estimate(shape, variant, own, 64, "test", "gpu")
+
+    for kind, bits in (("dtk", {8}), ("rocm", {8})):
+        found = suggestions(args, {}, plan_with, 16 * GIB, kind)
+        assert {s.change.get("quantization_bit") for s in found} - {None} == bits
+    tight = suggestions(args, {}, plan_with, 6 * GIB, "rocm")  # 8 bits are not enough there
+    assert {s.change.get("quantization_bit") for s in tight} - {None} == {4}
+    assert {s.change.get("quantization_bit") for s in suggestions(args, {}, plan_with, 6 * GIB, "dtk")} <= {None}
+
+
+def test_lfkit_plan_json_and_table(seed_models, lfkit_home):
+    model = seed_models["Llama-2-7b-hf"]
+    argv = [BIN / "lfkit", "plan", "sft-lora-single", f"model={model}", "dataset=telecom_demo", "template=default",
+            "finetuning_type=full", "gpu_memory=16GiB"]  # fmt: skip
+    result = run([*argv, "--json"])
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["parameters"] == {"total": PUBLISHED["Llama-2-7b-hf"], "trainable": PUBLISHED["Llama-2-7b-hf"]}
+    (step,) = data["steps"]
+    assert step["step"] == "train" and step["fits"] is False and step["target_bytes"] == 16 * GIB
+    assert set(step["rows"]) == {"weights", "trainable", "gradients", "optimizer", "activations", "logits",
+                                 "overhead"}  # fmt: skip
+    assert step["peak_bytes"] == sum(step["rows"].values())
+    assert step["suggestions"] and all(set(s) >= {"change", "peak_bytes"} for s in step["suggestions"])
+    assert step["assumes"]["dtype"] == "float16" and step["assumes"]["trainable_dtype"] == "float32"
+    table = run(argv, env=clean_env(COLUMNS="100"))
+    assert table.returncode == 0, table.stderr
+    assert "does NOT fit" in table.stdout and "finetuning_type=lora" in table.stdout
+    assert "gradient checkpointing on" in table.stdout
+
+
+def test_preflight_stops_a_run_that_will_not_fit_before_anything_loads(seed_models, tmp_path):
+    out = tmp_path / "run"
+    result = run([BIN / "lfkit", "run", "sft-lora-single", f"model={seed_models['Llama-2-7b-hf']}",
+                  "dataset=telecom_demo", "finetuning_type=full", "gpu_memory=16GiB", f"output_dir={out}"])  # fmt: skip
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("lfkit: error: step train needs about 10") and "try finetuning_type=lora" in line
+    assert "--no-preflight" in line
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_no_preflight_runs_anyway(tiny_llama, tmp_path):
+    out = tmp_path / "run"
+    argv = [BIN / "lfkit", "run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
+            "gpu_memory=1MiB", "max_steps=1", f"output_dir={out}"]  # fmt: skip
+    refused = run(argv)
+    assert refused.returncode == 2 and "1.0 MiB" not in refused.stderr and "GiB" in refused.stderr
+    ran = run([*argv, "--no-preflight"])
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "freeze", "full"])
+def test_plan_bytes_equal_the_real_tensors_of_a_trained_step(tiny_llama, tmp_path, method):
+    """weights, trainable parameters, gradients and optimizer states: byte for byte, after a real step."""
+    common = [f"model={tiny_llama}", "dataset=telecom_demo", f"finetuning_type={method}",
+              "freeze_trainable_layers=1", "lora_target=all"]  # fmt: skip
+    out = tmp_path / method
+    result = run([BIN / "lfkit", "run", "sft-lora-single", *common, "max_steps=2", f"output_dir={out}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    measured = json.loads((out / "run.json").read_text())["memory"]["measured"]
+    planned = run([BIN / "lfkit", "plan", "sft-lora-single", *common, "--json"])
+    assert planned.returncode == 0, planned.stderr
+    rows = json.loads(planned.stdout)["steps"][0]["rows"]
+    for row in ("weights", "trainable", "gradients", "optimizer"):
+        assert rows[row] == measured[row], (row, rows[row], measured[row])
+    assert measured["trainable"] > 0 and (method != "full" or measured["weights"] == 0)
