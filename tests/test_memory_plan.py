@@ -83,9 +83,7 @@ def test_full_and_freeze_of_a_7b_model_do_not_fit_16_gib_and_lora_does(seed_mode
 
 
 def test_gemma_2b_with_the_tuned_rank_128_dora_settings(seed_models):
-    (step,) = plans(
-        "sft-lora-tuned", f"model={seed_models['gemma-2b']}", "dataset=telecom_demo", "gpu_memory=16GiB"
-    )
+    (step,) = plans("sft-lora-tuned", f"model={seed_models['gemma-2b']}", "dataset=telecom_demo", "gpu_memory=16GiB")
     # q_proj and v_proj of 18 layers (the gemma family's target): rank x (in + out), plus DoRA's
     # magnitude vector of out values; gemma-2b: hidden 2048, one key/value head of 256.
     per_layer = 128 * (2048 + 2048) + 2048 + 128 * (2048 + 256) + 256
