@@ -191,34 +191,37 @@ def _optimizer_bytes(train: Training, s: Setting) -> int:
     return states
 
 
-def _layer_activation_bytes(shape: ModelShape, s: Setting, lora_inputs: int, dropout: bool) -> int:
+def _layer_activation_bytes(shape: ModelShape, s: Setting, lora_inputs: int, lora_modules: int, dropout: bool) -> int:
     """Bytes per token that one decoder layer keeps for its backward pass (no checkpointing).
 
-    Normalisations keep their input, a float32 normalised copy and its half-precision
-    result; attention keeps q and k before and after rotary embedding, v, its output
-    and the softmax statistics (SDPA / flash kernels keep no seq x seq matrix); a gated
-    MLP keeps gate, its activation, up and their product; LoRA keeps each wrapped
-    Linear's input cast to its own dtype (and a dropout mask and output with dropout).
+    Fitted to the tensors PyTorch really saves (saved_tensors_hooks on LLaMA-shaped layers,
+    bf16 autocast and float32; benchmarks/memory_plan.py measures it again):
+    - each RMSNorm computes in float32: its input upcast, the normalised value and, in
+      half precision, the result the weight multiplies: about 8 bytes a value, 10 in half;
+    - attention keeps q, k, v and its output (SDPA and flash kernels keep no seq x seq
+      matrix): about c/2 per hidden value and 7c/4 per key/value value;
+    - a gated MLP keeps gate, its activation, up and their product: 4c per inner value;
+    - LoRA keeps each adapter's small rank-wide output, and with dropout a mask and the
+      dropped input for every wrapped Linear.
     """
     c = DTYPE_BYTES[s.dtype]
-    h, f = shape.hidden, shape.intermediate
-    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    norms = 2 * (2 * c + 4) * h
-    attention = c * (2 * q + 2 * kv + kv + q) + 4 * shape.heads
+    h, f, kv = shape.hidden, shape.intermediate, shape.kv_heads * shape.head_dim
+    norms = 2 * (8 + (c if c < 4 else 0)) * h
+    attention = c * h // 2 + 7 * c * kv // 4 + 4 * shape.heads
     mlp = 4 * c * f
-    lora = lora_inputs * (c + (5 if dropout else 0))
+    lora = lora_modules * (s.lora_rank or 0) * 8 + (lora_inputs * (c + 1) if dropout else 0)
     return norms + attention + mlp + lora
 
 
 def _activation_bytes(shape: ModelShape, train: Training, s: Setting, args: dict[str, Any]) -> int:
     tokens = s.micro_batch * s.seq_len
-    lora_inputs = 0
+    lora_inputs = lora_modules = 0
     if train.method == "lora":
         linear = shape.linear_modules()
         per_layer = [p for p in lora_targets(shape, args) if ".0." in p]
-        lora_inputs = sum(linear[p][0] for p in per_layer)
+        lora_inputs, lora_modules = sum(linear[p][0] for p in per_layer), len(per_layer)
     dropout = float(args.get("lora_dropout") or 0) > 0
-    layer = _layer_activation_bytes(shape, s, lora_inputs, dropout)
+    layer = _layer_activation_bytes(shape, s, lora_inputs, lora_modules, dropout)
     c = DTYPE_BYTES[s.dtype]
     # the backward pass of a layer holds the gradients of its widest activations besides them
     working = 2 * c * (shape.intermediate + shape.hidden)
@@ -227,7 +230,11 @@ def _activation_bytes(shape: ModelShape, train: Training, s: Setting, args: dict
         kept = shape.layers * c * shape.hidden + layer
     else:
         kept = shape.layers * layer
-    return tokens * (kept + working + final_norm)
+    autocast_copies = 0
+    if s.device == "gpu" and s.dtype != "float32" and s.trainable_dtype == "float32" and train.method != "lora":
+        # mixed precision keeps a half-precision copy of every float32 weight it multiplies, for the whole pass
+        autocast_copies = train.trainable_numel * c
+    return tokens * (kept + working + final_norm) + autocast_copies
 
 
 def estimate(

@@ -33,10 +33,11 @@ class Suggestion:
 
 
 def quantization_bits(platform_kind: str) -> tuple[int, ...]:
-    """The bitsandbytes bits this platform can train with (DTK's 0.38.1 ABI is 8-bit only)."""
-    if platform_kind == "dtk":
-        return (8,)
-    return (8, 4)
+    """The bitsandbytes bits this platform can train with, from the table the bitsandbytes fix keeps
+    (DTK's bitsandbytes ABI is 8-bit only)."""
+    from lfkit.rocm_patches.bitsandbytes_pin import assess
+
+    return (8, 4) if assess(platform_kind).four_bit else (8,)
 
 
 def suggestions(

@@ -170,9 +170,21 @@ def test_preflight_stops_a_run_that_will_not_fit_before_anything_loads(seed_mode
                   "dataset=telecom_demo", "finetuning_type=full", "gpu_memory=16GiB", f"output_dir={out}"])  # fmt: skip
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("lfkit: error: step train needs about 10") and "try finetuning_type=lora" in line
+    assert line.startswith("lfkit: error: step train needs about ") and "try finetuning_type=lora" in line
+    assert float(line.split("about ")[1].split(" GiB")[0]) > 100  # a 7B model's full fine-tune
     assert "--no-preflight" in line
     assert not out.exists()
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs sbatch (make test installs slurm-wlm as root)")
+def test_preflight_stops_a_slurm_submission_before_sbatch(seed_models, tmp_path):
+    out = tmp_path / "job"
+    result = run([BIN / "lfkit", "run", "sft-lora-single", f"model={seed_models['chatglm3-6b']}",
+                  "dataset=telecom_demo", "finetuning_type=freeze", "gpu_memory=16GiB", "trust_remote_code=true",
+                  f"output_dir={out}", "--slurm", "gres=dcu:1"])  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("lfkit: error: step train needs about 1") and "try " in result.stderr
+    assert not (out / "job.sbatch").exists()
 
 
 @pytest.mark.slow
