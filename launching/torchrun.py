@@ -28,20 +28,24 @@ def own_torchrun(cmd):
 
 
 class _Subprocess:
-    """The ``subprocess`` module as llamafactory.launcher sees it, with ``run`` starting our torchrun."""
+    """The ``subprocess`` module as llamafactory.launcher sees it, with ``run`` starting our torchrun.
+
+    Wraps whatever the launcher held (another patch may mend the workers' environment there)."""
+
+    def __init__(self, inner=subprocess) -> None:
+        self._inner = inner
 
     def __getattr__(self, name):
-        return getattr(subprocess, name)
+        return getattr(self._inner, name)
 
-    @staticmethod
-    def run(cmd, *args, **kwargs):
-        return subprocess.run(own_torchrun(cmd), *args, **kwargs)
+    def run(self, cmd, *args, **kwargs):
+        return self._inner.run(own_torchrun(cmd), *args, **kwargs)
 
 
 def _apply(launcher, ctx: PatchContext) -> str:
     if not hasattr(launcher, "subprocess"):
         raise SkipPatch("llamafactory.launcher no longer starts torchrun through subprocess")
-    ctx.replace(launcher, "subprocess", _Subprocess())
+    ctx.replace(launcher, "subprocess", _Subprocess(launcher.subprocess))
     return f"torchrun = {sys.executable} -m {TORCHRUN_MODULE}"
 
 

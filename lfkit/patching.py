@@ -56,6 +56,10 @@ class Patch:
     # The distribution whose version `lfkit patches` shows, when it is not the first
     # of `requires` (a patch may wait for one module but be about another package).
     distribution: str | None = None
+    # A last guard, after platform and versions: the reason there is nothing to fix on this
+    # machine (an architecture that has the feature), or None. Cheap, and asked before the
+    # target is imported too, so `lfkit patches` can say what would happen.
+    condition: Callable[[], str | None] | None = None
 
     @property
     def subject(self) -> str | None:
@@ -203,6 +207,8 @@ def check_guards(patch: Patch) -> str | None:
         platform = detect_platform()
         if platform.kind not in patch.platforms:
             return f"platform is {platform.kind}, patch is for {'/'.join(sorted(patch.platforms))}"
+    if patch.condition is not None:
+        return patch.condition()
     return None
 
 

@@ -2,6 +2,7 @@
 
 Read from torch each time it is asked, never cached: a patch decides at the moment
 it applies, and a test can simulate ROCm by setting ``torch.version.hip``.
+``LFKIT_SIMULATE`` (lfkit.simulation) answers for another platform without asking torch.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class Platform:
     dtk_version: str | None = None
     dtk_root: str | None = None
     gpus: list[dict] = field(default_factory=list)
+    arch: str | None = None  # AMD gfx name of device 0 (rocm / dtk)
+    native_bf16: bool | None = None  # rocm / dtk: whether that architecture has bf16 in hardware
+    simulated: str | None = None  # the LFKIT_SIMULATE value this answer comes from
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -50,7 +54,36 @@ def _dtk_version(torch_version: str, root: Path | None) -> str | None:
     return None
 
 
+def _simulated_platform(sim, with_gpus: bool) -> Platform:
+    from .amd_arch import native_bf16
+    from .simulation import CARD_GIB, ENV
+
+    try:
+        import torch
+
+        torch_version = str(torch.__version__)
+    except ImportError:
+        torch_version = None
+    reason = f"simulated by {ENV}={sim.text}; the real device is not touched"
+    platform = Platform(sim.kind, reason, torch_version, simulated=sim.text)
+    if sim.kind == "cuda":
+        platform.cuda_version = "12.4"
+    if sim.kind in ("rocm", "dtk"):
+        platform.hip_version, platform.arch, platform.native_bf16 = sim.hip, sim.arch, native_bf16(sim.arch)
+        if sim.kind == "dtk":
+            platform.dtk_version = "24.04"
+    if with_gpus and sim.kind != "cpu":
+        platform.gpus = [{"index": 0, "name": f"simulated {sim.arch or 'CUDA GPU'}", "memory_gib": CARD_GIB,
+                          "memory_bytes": int(CARD_GIB * 2**30), "arch": sim.arch}]  # fmt: skip
+    return platform
+
+
 def detect_platform(with_gpus: bool = False) -> Platform:
+    from .simulation import simulated
+
+    sim = simulated()
+    if sim is not None:
+        return _simulated_platform(sim, with_gpus)
     try:
         import torch
     except ImportError:
@@ -71,6 +104,10 @@ def detect_platform(with_gpus: bool = False) -> Platform:
         if kind == "dtk":
             platform.dtk_root = str(root) if root else None
             platform.dtk_version = _dtk_version(version, root)
+        from .amd_arch import base, native_bf16
+
+        platform.arch = base(_device_arch(torch)) or None
+        platform.native_bf16 = native_bf16(platform.arch)
     elif cuda and torch.cuda.is_available():
         platform = Platform("cuda", f"torch.version.cuda={cuda} and a CUDA device is visible", version, str(cuda))
     elif cuda:
@@ -83,6 +120,15 @@ def detect_platform(with_gpus: bool = False) -> Platform:
     return platform
 
 
+def _device_arch(torch) -> str:
+    try:
+        if torch.cuda.is_available() and torch.cuda.device_count():
+            return getattr(torch.cuda.get_device_properties(0), "gcnArchName", "") or ""
+    except Exception:  # noqa: BLE001 - no device, no driver: no answer
+        pass
+    return ""
+
+
 def _gpus(torch) -> list[dict]:
     gpus = []
     try:
@@ -93,6 +139,7 @@ def _gpus(torch) -> list[dict]:
                     "index": index,
                     "name": props.name,
                     "memory_gib": round(props.total_memory / 2**30, 1),
+                    "memory_bytes": int(props.total_memory),
                     "arch": getattr(props, "gcnArchName", None),
                 }
             )

@@ -77,13 +77,10 @@ def _target(lfkit_args: dict[str, Any], devices: int | None) -> tuple[int | None
         return parse_size(given), f"gpu_memory={given}", "gpu"
     from lfkit.platform_detect import detect_platform
 
-    gpus = [g for g in detect_platform(with_gpus=True).gpus if "memory_gib" in g]
+    gpus = [g for g in detect_platform(with_gpus=True).gpus if "memory_bytes" in g]
     if gpus:
-        smallest = min(gpus, key=lambda g: g["memory_gib"])
-        import torch
-
-        total = torch.cuda.get_device_properties(smallest["index"]).total_memory
-        return int(total), f"GPU {smallest['index']} ({smallest['name']})", "gpu"
+        smallest = min(gpus, key=lambda g: g["memory_bytes"])
+        return smallest["memory_bytes"], f"GPU {smallest['index']} ({smallest['name']})", "gpu"
     if devices:  # a Slurm job's cards, memory unknown here
         return None, "unknown (give gpu_memory=)", "gpu"
     return None, "none (no GPU here; give gpu_memory= to plan for one)", "cpu"
@@ -95,7 +92,7 @@ def has_target(lfkit_args: dict[str, Any], devices: int | None) -> bool:
         return True
     from lfkit.recipes.resolve import visible_devices
 
-    return visible_devices() > 0
+    return visible_devices() > 0 or bool(devices)
 
 
 def plan_step(step, devices: int | None = None, platform_kind: str | None = None) -> StepPlan:

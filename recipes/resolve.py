@@ -130,10 +130,23 @@ def _params(recipe: Recipe, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def visible_devices() -> int:
-    """GPUs (CUDA, ROCm or DTK) this process sees; 0 on a CPU machine."""
+    """GPUs (CUDA, ROCm or DTK) this process sees; 0 on a CPU machine; one under LFKIT_SIMULATE of a GPU."""
+    from lfkit.simulation import simulated
+
+    sim = simulated()
+    if sim is not None:
+        return 0 if sim.kind == "cpu" else 1
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _emulated_bf16() -> str | None:
+    """The AMD architecture here when it only emulates bf16, else None."""
+    from lfkit.platform_detect import detect_platform
+
+    platform = detect_platform()
+    return platform.arch if platform.kind in ("rocm", "dtk") and platform.native_bf16 is False else None
 
 
 def _launch(args: dict[str, Any], devices: int, where: str) -> None:
@@ -232,7 +245,10 @@ def resolve(
                 if devices is None:
                     devices = visible_devices()
                 args[key] = devices > 0
-                resolved.notes.append(f"{key}: auto -> {args[key]} (GPU visible: {args[key]})")
+                why = f"GPU visible: {args[key]}"
+                if key == "bf16" and args[key] and _emulated_bf16():
+                    args[key], why = False, f"{_emulated_bf16()} has no native bf16"
+                resolved.notes.append(f"{key}: auto -> {args[key]} ({why})")
         if step.command != "report":
             _prepare_with_plugins(step.command, args)
         for key in list(args):

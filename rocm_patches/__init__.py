@@ -6,9 +6,27 @@ third-party plugin would use.
 
 from lfkit.hookspecs import hookimpl
 
-from . import bitsandbytes_pin, deepspeed_cuda_check, xformers_fallback
+from . import (
+    bf16_emulated,
+    bitsandbytes_pin,
+    deepspeed_cpu_adam,
+    deepspeed_cuda_check,
+    expandable_segments,
+    flash_attn_arch,
+    triton_paths,
+    xformers_fallback,
+)
 
-PATCHES = (deepspeed_cuda_check.PATCH, bitsandbytes_pin.PATCH, xformers_fallback.PATCH)
+PATCHES = (
+    deepspeed_cuda_check.PATCH,
+    bitsandbytes_pin.PATCH,
+    xformers_fallback.PATCH,
+    bf16_emulated.PATCH,
+    expandable_segments.PATCH,
+    flash_attn_arch.PATCH,
+    triton_paths.PATCH,
+    deepspeed_cpu_adam.PATCH,
+)
 
 
 @hookimpl
@@ -19,4 +37,9 @@ def lfkit_register_patches(register):
 
 @hookimpl
 def lfkit_prepare_args(command, args):
+    """Runs that cannot work on this card stop here, before a model loads: one line, exit 2."""
     bitsandbytes_pin.stop_unworkable_quantization(args)
+    if command == "train":
+        bf16_emulated.stop_explicit_bf16(args)
+        triton_paths.stop_triton_paths(args)
+        deepspeed_cpu_adam.stop_unbuildable_cpu_adam(args)

@@ -125,6 +125,18 @@ def pip_target(target: Path, *requirements, build_isolation: bool = False) -> Pa
     return target
 
 
+_DEEPSPEED_SITES: dict[str, Path] = {}
+
+
+def deepspeed_release(tmp_path_factory, version: str) -> Path:
+    """A DeepSpeed release pip-installed into a folder of its own, once per test session."""
+    if version not in _DEEPSPEED_SITES:
+        # DeepSpeed ships sdists only; they build against this environment's torch
+        folder = tmp_path_factory.mktemp(f"deepspeed-{version}")
+        _DEEPSPEED_SITES[version] = pip_target(folder, f"deepspeed=={version}")
+    return _DEEPSPEED_SITES[version]
+
+
 def lora_train_args(model: Path, output_dir: Path, **extra) -> dict:
     """LLaMA-Factory arguments of a 2-step LoRA SFT run on a tiny model, on tiny_alpaca unless told."""
     args = {

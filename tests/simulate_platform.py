@@ -39,6 +39,7 @@ def simulate(
     if not devices:
         return
     torch.cuda.is_available = lambda: True
+    torch.cuda.is_bf16_supported = lambda *a, **k: True  # what HIP answers, whatever the architecture
     torch.cuda.device_count = lambda: devices
     torch.cuda.get_device_properties = lambda *a, **k: props
     torch.cuda.get_device_capability = lambda *a, **k: (props.major, props.minor)

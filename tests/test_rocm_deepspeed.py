@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from conftest import clean_env, pip_target, probe, py
+from conftest import clean_env, deepspeed_release, probe, py
 from simulate_platform import make_toolkit
 
 pytestmark = pytest.mark.slow
@@ -78,9 +78,7 @@ def deepspeed_site(request, tmp_path_factory):
         from importlib.metadata import version
 
         return version("deepspeed"), None
-    # DeepSpeed ships sdists only; they build against this environment's torch
-    target = pip_target(tmp_path_factory.mktemp(f"deepspeed-{request.param}"), f"deepspeed=={request.param}")
-    return request.param, target
+    return request.param, deepspeed_release(tmp_path_factory, request.param)
 
 
 def test_failure_reproduced_then_fixed(deepspeed_site, tmp_path):

@@ -60,7 +60,12 @@ def plugins(as_json: bool = JSON_OPTION):
 def patches(as_json: bool = JSON_OPTION):
     """List every patch with its status (waiting / applied / skipped / failed / disabled)."""
     manager = _manager()
-    rows = [state.as_dict() for state in manager.patches.states.values()]
+    rows = []
+    for state in manager.patches.states.values():
+        row = state.as_dict()
+        if not row["detail"]:  # a waiting patch: what would happen if its target were imported now
+            row["detail"] = manager.patches.verdict(state)
+        rows.append(row)
     if as_json:
         print_json(rows)
         return
@@ -105,6 +110,9 @@ def doctor(as_json: bool = JSON_OPTION):
         console.print(
             f"  GPU {gpu.get('index', '?')}: {gpu.get('name', gpu.get('error'))}  {gpu.get('memory_gib', '')} GiB"
         )
+    if p.get("arch"):
+        bf16 = {True: "native bf16", False: "no native bf16 (emulated): automatic precision is fp16"}
+        console.print(f"  architecture {p['arch']}: {bf16.get(p['native_bf16'], 'bf16 unknown')}", highlight=False)
     table("versions", ["package", "version"], [(k, v or "absent") for k, v in report["versions"].items()])
     a = report["activation"]
     state = "on" if a["autoload_on"] else "off"

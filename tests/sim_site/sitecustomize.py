@@ -15,5 +15,6 @@ if _kind:
     simulate(
         kind=_kind,
         hip=os.environ.get("LFKIT_TEST_HIP", "6.2.41133"),
+        arch=os.environ.get("LFKIT_TEST_ARCH", "gfx90a"),
         devices=int(os.environ.get("LFKIT_TEST_DEVICES", "1")),
     )
