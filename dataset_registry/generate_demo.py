@@ -1,6 +1,6 @@
 """Writes the bundled synthetic telecom_demo / telecom_demo_test splits (data/).
 
-The real telecom table (seed 001) cannot ship here, so the demo and the tests use
+The real telecom table cannot ship here, so the demo and the tests use
 a synthetic table in its shape: instruction
 ``回答中国电信手机用户的问题,{question},应该怎么做？``, empty input, and an answer of
 ``|``-joined labels such as ``取消方式_68`` or ``业务简介_111|9.9|开通方式_98``.

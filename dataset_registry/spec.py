@@ -21,7 +21,7 @@ SHAREGPT_TAGS = (
 )
 # LLaMA-Factory's defaults (data/parser.py DatasetAttr)
 ALPACA_DEFAULTS = {"prompt": "instruction", "query": "input", "response": "output"}
-# Seed 001's telecom_train_* entry names exactly these columns.
+# The telecom fine-tune's telecom_train_* entry names exactly these columns.
 TELECOM_COLUMNS = ALPACA_DEFAULTS
 SHAREGPT_DEFAULTS = {
     "messages": "conversations",

@@ -1,6 +1,6 @@
-"""`lfkit data prepare telecom`: the raw telecom Q&A table -> balanced alpaca splits (seed 001).
+"""`lfkit data prepare telecom`: the raw telecom Q&A table -> balanced alpaca splits.
 
-Seed 001 rewrote the competition table into telecom_train_5000 / 400 / 100 and
+The telecom fine-tune rewrote the competition table into telecom_train_5000 / 400 / 100 and
 telecom_test_100 by hand, "keeping the categories in balance". Here:
 - test first, then the largest train split from what is left (so test is disjoint
   from every train split), each smaller train split nested in the larger one;

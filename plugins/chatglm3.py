@@ -1,7 +1,7 @@
-"""ChatGLM3: query_key_value (seed 000), the chatglm3 template, remote code, and two mends.
+"""ChatGLM3: query_key_value (as the DCU field guide trains it), the chatglm3 template, remote code, and two mends.
 
 - A local ChatGLM3 folder's tokenizer_config.json names ``ChatGLMTokenizer`` but has
-  no ``auto_map``, so AutoTokenizer cannot find the class (seed 000 added the entry
+  no ``auto_map``, so AutoTokenizer cannot find the class (DCU users added the entry
   by hand, THUDM/ChatGLM3 discussion 894). ``chatglm3-tokenizer-auto-map`` supplies
   it in memory when the folder defines that class; the user's files stay as they are.
 - ChatGLM3's generation calls ``_extract_past_from_model_output``, which

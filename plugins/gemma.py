@@ -1,4 +1,4 @@
-"""Gemma: q_proj,v_proj (seed 000), the gemma template; GemmaTokenizer needs transformers 4.38."""
+"""Gemma: q_proj,v_proj (as the DCU field guide trains it), the gemma template; needs transformers 4.38."""
 
 from .family import ModelFamily
 
@@ -10,6 +10,6 @@ FAMILY = ModelFamily(
     architectures=("GemmaForCausalLM",),
     names=(r"gemma",),
     requires={"transformers": ">=4.38.0"},
-    requires_why="GemmaTokenizer and the Gemma model arrived in transformers 4.38.0; seed 000 upgraded for them",
+    requires_why="GemmaTokenizer and the Gemma model arrived in transformers 4.38.0; older environments must upgrade",
     description="Google Gemma (2B / 7B)",
 )

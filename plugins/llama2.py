@@ -1,4 +1,4 @@
-"""LLaMA-2: q_proj,v_proj (seed 000), the llama2 template.
+"""LLaMA-2: q_proj,v_proj (as the DCU field guide trains it), the llama2 template.
 
 model_type ``llama`` is shared by LLaMA-3 and many derivatives; a plugin for one
 of those claims it more precisely (config_match, a name pattern) and wins.

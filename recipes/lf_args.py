@@ -171,11 +171,17 @@ def _coerce(value: Any, tp: Any) -> Any:  # noqa: C901 - one branch per kind of 
                 raise _Mismatch from None
         raise _Mismatch
     if tp is float:
+        # A whole number stays whole: transformers' logging_steps / save_steps are floats that
+        # mean a step count when >= 1, and an exported YAML should say 10, not 10.0.
         if isinstance(value, bool):
             raise _Mismatch
-        if isinstance(value, (int, float)):
-            return float(value)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            return value
         if isinstance(value, str):
+            if value.strip().lstrip("+").isdigit():
+                return int(value)
             try:
                 return float(value)
             except ValueError:

@@ -33,6 +33,7 @@ from lfkit.launching.torchrun import launcher_env, world_size
 from lfkit.locking import Busy, acquire
 
 from . import inputs, outputs
+from .progress import StepProgress
 from .resolve import Plan, ResolvedStep, export_yaml
 from .step_process import LOG_FILE, StepProcess, Stopped, error_lines, stop_signals
 
@@ -222,7 +223,7 @@ def last_checkpoint(folder: Path) -> Path | None:
 
 
 def _fix_adapter_base(folder: Path, base: str | None) -> None:
-    """adapter_config.json must name the base model by an absolute path (seed 000 mended a relative one)."""
+    """adapter_config.json must name the base model by an absolute path (users mended relative ones by hand)."""
     config_path = folder / "adapter_config.json"
     if not base or not config_path.is_file():
         return
@@ -268,8 +269,10 @@ class Runner:
         on_train_step: Callable[[ResolvedStep, bool], None] | None = None,
         extra: dict[str, Any] | None = None,
         memory_plans: dict[str, dict] | None = None,
+        verbose: bool = False,
     ) -> None:
         self.plan = plan
+        self.verbose = verbose  # stream each step's output (always kept in STEP/output.log)
         self.memory_plans = memory_plans or {}  # step -> its memory plan (lfkit.planning), kept in run.json
         self.echo = echo
         # Told before each train step whether it launches (True) or was kept; a Slurm job's
@@ -288,6 +291,9 @@ class Runner:
             return [self._step(step, continuing=False) for step in self.plan.steps]
         refuse_foreign(root)
         self.lock = lock_run_folder(root)
+        from .history import remember
+
+        remember(root)  # for `lfkit runs`
         try:
             with stop_signals():
                 return self._run_locked(root, overwrite)
@@ -366,11 +372,15 @@ class Runner:
             "started": now(),
         }
         self._write(folder, record)
-        self.echo(f"lfkit: step {step.name} ({step.command}) -> {folder}")
+        interactive = step.command == "chat" and not step.lfkit_args.get("prompt")
+        progress = None if (self.verbose or interactive) else StepProgress(step.name, step.command, folder)
+        if progress is not None:
+            progress.start()
+        else:
+            self.echo(f"lfkit: step {step.name} ({step.command}) -> {folder}")
         began = time.monotonic()
         (folder / PATCH_REPORT).unlink(missing_ok=True)
         (folder / LOG_FILE).unlink(missing_ok=True)
-        interactive = step.command == "chat" and not step.lfkit_args.get("prompt")
         launch = launcher_env(step.lfkit_args, args) if step.command == "train" else {}
         workers.clear(folder)
         if step.command == "train" and self.on_train_step is not None:
@@ -382,11 +392,14 @@ class Runner:
             keep_fds=(lock,) if lock is not None else (),
             interactive=interactive,
             extra_env={**launch, workers.REPORTS_ENV: str(folder), **memory_env(step, folder)},
+            echo=progress is None,
         )
         try:
-            code = process.wait()
+            code = process.wait(poll=progress.poll if progress else None)
         except KeyboardInterrupt as stop:
             process.stop()
+            if progress is not None:
+                progress.finish(INTERRUPTED, time.monotonic() - began)
             self._write(folder, {**record, "status": INTERRUPTED, "seconds": round(time.monotonic() - began, 1)})
             how = "resume from its last checkpoint" if step.command == "train" else "continue"
             signal_name = str(stop) if isinstance(stop, Stopped) else "SIGINT"
@@ -406,6 +419,8 @@ class Runner:
             record["launch"] = {k: v for k, v in launch.items() if k != "FORCE_TORCHRUN"}
             wait = 10 if code == 0 else 0  # a failed launch leaves what it left
             record["workers"] = workers.collect(folder, expected=world_size(launch), wait_seconds=wait)
+        if progress is not None:
+            progress.finish(FINISHED if code == 0 else FAILED, record["seconds"])
         if code != 0:
             record["status"] = FAILED
             self._write(folder, record)

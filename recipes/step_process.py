@@ -5,8 +5,8 @@
   SIGKILL (``PR_SET_PDEATHSIG``, set in the step process itself).
 - It inherits the run folder's lock, so no second run can write into that folder
   while either process lives.
-- Its stdout and stderr go to ``STEP/output.log`` and, as before, to the terminal.
-  An interactive chat keeps the terminal itself (it reads from it).
+- Its stdout and stderr go to ``STEP/output.log``, and to the terminal only when asked
+  (``lfkit run -v``); an interactive chat keeps the terminal itself (it reads from it).
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ class StepProcess:
         interactive: bool = False,
         extra_env: dict[str, str] | None = None,
         log_name: str = LOG_FILE,
+        echo: bool = True,
     ):
         self.folder, self.interactive = folder, interactive
         env = {**os.environ, **(extra_env or {}), PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
@@ -92,10 +93,17 @@ class StepProcess:
         self.proc = subprocess.Popen(
             argv, env=env, pass_fds=keep_fds, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        self.copier = threading.Thread(target=_copy, args=(self.proc.stdout, self.log, True), daemon=True)
+        self.copier = threading.Thread(target=_copy, args=(self.proc.stdout, self.log, echo), daemon=True)
         self.copier.start()
 
-    def wait(self) -> int:
+    def wait(self, poll=None, interval: float = 1.0) -> int:
+        """The exit code; ``poll()`` is called every ``interval`` seconds while the step runs."""
+        while poll is not None:
+            try:
+                self.proc.wait(timeout=interval)
+                break
+            except subprocess.TimeoutExpired:
+                poll()
         code = self.proc.wait()
         if self.copier is not None:
             self.copier.join()

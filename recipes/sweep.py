@@ -1,6 +1,6 @@
 """A/B runs: one recipe, several variants (a hyperparameter grid, or several models), each evaluated.
 
-Seed 001's tuning phase (fix the data, vary hyperparameters) and comparison phase
+The telecom fine-tune's tuning phase (fix the data, vary hyperparameters) and comparison phase
 (fix data and hyperparameters, vary the model). Every variant is the recipe plus
 an eval step, run by the ordinary runner into ``SWEEP_DIR/<variant>/``: each step
 in its own process, with the same data and seed. A finished variant is kept, so an

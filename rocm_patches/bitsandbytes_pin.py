@@ -1,6 +1,6 @@
 """bitsandbytes on ROCm and DTK: which build works, hiding one that cannot, and a clear stop for quantization.
 
-Seed 000 lost LoRA itself (no quantization asked) to a bitsandbytes that could not
+The DCU field guide lost LoRA itself (no quantization asked) to a bitsandbytes that could not
 load on DTK: peft imports bitsandbytes whenever it is installed. The fix was to
 uninstall it and pin 0.38.1. lfkit does that without touching the installation:
 
@@ -39,7 +39,7 @@ PIN_TABLE = (
         "platform": "dtk",
         "bitsandbytes": f"=={DTK_PIN}",
         "quantization": "8-bit only, no 4-bit",
-        "source": "seed 000: on DTK 23.10, `pip install bitsandbytes==0.38.1` made LoRA work; "
+        "source": "the DCU field guide: on DTK 23.10, `pip install bitsandbytes==0.38.1` made LoRA work; "
         "0.38.1 also imports triton.ops, which triton 3 removed",
     },
     {
@@ -210,7 +210,7 @@ PATCH = Patch(
     # waiting for it (not torch) also lets a test simulate ROCm right after `import torch`.
     target="transformers",
     apply=_hide,
-    reference="seed 000 (pip3 uninstall bitsandbytes; pip3 install bitsandbytes==0.38.1)",
+    reference="https://github.com/bitsandbytes-foundation/bitsandbytes (ROCm builds); DTK: bitsandbytes==0.38.1",
     platforms=frozenset({"rocm", "dtk"}),
     distribution=DIST,
 )

@@ -1,4 +1,4 @@
-"""DeepSpeed's CUDA-mismatch check, bypassed on HIP torch (seed 000's hand edit of builder.py).
+"""DeepSpeed's CUDA-mismatch check, bypassed on HIP torch (what DCU users did by hand-editing builder.py).
 
 On a HIP torch whose toolkit DeepSpeed cannot find (ROCM_HOME unset: pip-installed
 ROCm torch, or DTK without its env script), ``OpBuilder.is_rocm_pytorch()`` answers
@@ -115,7 +115,7 @@ PATCH = Patch(
     why="DeepSpeed takes the CUDA path on HIP torch without ROCM_HOME and raises MissingCUDAException",
     target="deepspeed.ops.op_builder.builder",
     apply=apply,
-    reference="seed 000 (builder.py hand edit); https://github.com/deepspeedai/DeepSpeed/issues/7452",
+    reference="https://github.com/deepspeedai/DeepSpeed/issues/7452",
     platforms=frozenset({"rocm", "dtk"}),
     requires={"deepspeed": ">=0.14,<0.20"},
     on_revert=revert_caches,

@@ -1,4 +1,4 @@
-"""xFormers fallback for remote-code models such as Baichuan2 (seed 000 gave up on Baichuan2 over it).
+"""xFormers fallback for remote-code models such as Baichuan2 (DCU users gave up on Baichuan2 over it).
 
 Baichuan2's modeling file does ``try: from xformers import ops as xops`` and, in
 training only, calls ``xops.memory_efficient_attention(q, k, v,
@@ -143,7 +143,7 @@ PATCH = Patch(
     why="a CUDA-built xFormers imports on ROCm but its kernels do not run: Baichuan2 training fails",
     target="transformers.dynamic_module_utils",
     apply=_apply,
-    reference="seed 000 (Baichuan2 + xFormers on ROCm); https://github.com/ROCm/xformers",
+    reference="https://github.com/ROCm/xformers; Baichuan2 modeling_baichuan.py (xops branch)",
     platforms=frozenset({"rocm", "dtk"}),
     requires={"transformers": ">=4.57,<5.7"},  # verified on 4.57.3 and 5.6.0
     distribution="xformers",

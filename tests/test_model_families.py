@@ -157,7 +157,7 @@ def test_a_transformers_too_old_for_gemma_is_one_clear_line(tmp_path, tiny_gemma
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "lfkit: error: gemma models need transformers>=4.38.0 (GemmaTokenizer and the Gemma model arrived in "
-        "transformers 4.38.0; seed 000 upgraded for them); installed: 4.37.2. Fix: pip install 'transformers>=4.38.0'"
+        "transformers 4.38.0; older environments must upgrade); installed: 4.37.2. Fix: pip install 'transformers>=4.38.0'"
     )
 
 

@@ -154,6 +154,7 @@ app.add_typer(models_app, name="models")
 # Registering on app: `lfkit eval`, `sweep`, `compare`; `lfkit status`, `logs`, `cancel`.
 from . import experiments, jobs  # noqa: E402, F401
 from . import plan as _plan  # noqa: E402, F401  (`lfkit plan`)
+from . import runs as _runs  # noqa: E402, F401  (`lfkit runs`, `lfkit show`)
 
 
 def main() -> None:

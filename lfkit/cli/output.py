@@ -22,7 +22,8 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     t = Table(title=title, title_justify="left", show_lines=False)
     for i, column in enumerate(columns):
         # The first column is a name people copy (a patch id, a plugin): keep it whole.
-        t.add_column(column, overflow="fold", no_wrap=i == 0)
+        # min_width: a header is never cut to "exac…" at 80 columns; cells fold instead
+        t.add_column(column, overflow="fold", no_wrap=i == 0, min_width=len(column))
     for row in rows:
         t.add_row(*("" if cell is None else str(cell) for cell in row))
     console.print(t)

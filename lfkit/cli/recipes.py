@@ -202,6 +202,9 @@ def run_recipe(
     slurm: bool = SLURM,
     sbatch_lines: Optional[list[str]] = SBATCH_LINES,
     no_preflight: bool = NO_PREFLIGHT,
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Stream each step's whole output (it is always in STEP/output.log)."
+    ),
 ):
     """Run a recipe by name: validate everything, check that each train step fits the card, then run each
     step in its own process (or as a Slurm job)."""
@@ -264,15 +267,25 @@ def run_recipe(
             plan,
             echo=lambda line: console.print(line, highlight=False),
             memory_plans={p.step: p.as_dict() for p in plans},
+            verbose=verbose,
         ).run(overwrite=overwrite)
+    show_summary(plan, records)
+
+
+def show_summary(plan, records) -> None:
+    """Each step's status, time and key result, then the commands a user would likely run next."""
+    from lfkit.recipes.summary import key_result, next_commands
+
     table(
         f"{plan.recipe.name}: done" + (f" -> {plan.output_dir}" if plan.output_dir else ""),
-        ["step", "command", "status", "seconds", "folder"],
+        ["step", "status", "time", "result"],
         [
-            (s.name, s.command, r.get("status"), r.get("seconds"), s.dir)
+            (s.name, r.get("status"), f"{r.get('seconds', 0):.0f}s", key_result(s.command, s.dir, r))
             for s, r in zip(plan.steps, records, strict=True)
         ],
     )
+    for command in next_commands(plan, records):
+        console.print(f"next: {command}", highlight=False, soft_wrap=True)
 
 
 def submit_recipe(name, assignments, config, overwrite, sbatch_lines, no_preflight=False) -> str:

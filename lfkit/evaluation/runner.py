@@ -9,6 +9,7 @@ their history and system, sharegpt rows up to their last assistant turn.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from lfkit.dataset_registry.spec import ALPACA_DEFAULTS, SHAREGPT_DEFAULTS, load
 from lfkit.errors import UsageError
 
 from .metrics import summarize
+
+# samples done / total while an eval runs, for lfkit run's progress line
+EVAL_PROGRESS = ".lfkit-progress.json"
 
 
 def dataset_entry(name: str, dataset_dir: str | Path | None) -> dict[str, Any]:
@@ -85,9 +89,22 @@ def evaluate(infer_args: dict[str, Any], dataset: str, out_dir: Path, batch_size
     items = examples(dataset, infer_args.get("dataset_dir"), infer_args.get("max_samples"))
     generator = Generator({k: v for k, v in infer_args.items() if k not in ("eval_dataset", "max_samples")})
     prompts = [generator.prompt_ids(item["messages"], item["system"]) for item in items]
-    with Progress(transient=True) as progress:
+    done = [0]
+
+    def advance(n: int) -> None:
+        # lfkit run's progress line reads this file (the step's stdout goes to its log)
+        done[0] += n
+        write_json(out_dir / EVAL_PROGRESS, {"done": done[0], "total": len(prompts)})
+
+    with Progress(transient=True, disable=not sys.stdout.isatty()) as progress:
         task = progress.add_task(f"eval {dataset}", total=len(prompts))
-        predictions = list(generator.answers(prompts, batch_size, progress=lambda n: progress.advance(task, n)))
+
+        def both(n: int) -> None:
+            progress.advance(task, n)
+            advance(n)
+
+        predictions = list(generator.answers(prompts, batch_size, progress=both))
+    (out_dir / EVAL_PROGRESS).unlink(missing_ok=True)
     lines = []
     for item, prediction in zip(items, predictions, strict=True):
         prompt = item["messages"][-1]["content"]

@@ -1,0 +1,116 @@
+"""`lfkit runs` and `lfkit show`: past runs at a glance, and one run in full."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import UsageError
+from .main import JSON_OPTION, _manager, app
+from .output import console, print_json, table
+
+
+def _clock(seconds) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else (f"{seconds // 60}:{seconds % 60:02d}")
+    )
+
+
+@app.command("runs")
+def runs_command(
+    root: Path = typer.Argument(Path("runs"), help="Where to look for run folders (and below, two levels)."),
+    as_json: bool = JSON_OPTION,
+):
+    """List past runs under ROOT and those lfkit recorded: recipe, status, start, duration, key metric, folder."""
+    from lfkit.recipes.history import all_runs
+
+    found = all_runs(root)
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        console.print(f"no runs under {root} and none recorded in lfkit's home", highlight=False)
+        return
+    table(
+        f"runs ({len(found)}; `lfkit show FOLDER` for one)",
+        ["recipe", "status", "started", "time", "metric", "folder"],
+        [
+            (
+                r["recipe"],
+                r["status"],
+                (r["started"] or "")[5:16].replace("T", " "),
+                _clock(r["seconds"]),
+                r["metric"],
+                r["folder"],
+            )
+            for r in found
+        ],  # fmt: skip
+    )
+
+
+def _differences(record: dict, recipe) -> list[tuple[str, str, str]]:
+    """(step, key, value) of resolved arguments a user gave or changed against the recipe's own."""
+    out = []
+    steps = {s.name: s for s in recipe.steps} if recipe else {}
+    for name, step in (record.get("plan") or {}).items():
+        own = steps[name].args if name in steps else {}
+        given = {**(step.get("args") or {}), **(step.get("lfkit_args") or {})}
+        for key, value in given.items():
+            base = own.get(key)
+            templated = isinstance(base, str) and "${" in base
+            if key not in own or (not templated and base != value):
+                out.append((name, key, str(value)))
+    return out
+
+
+@app.command("show")
+def show_command(folder: Path = typer.Argument(..., help="A run folder (output_dir)."), as_json: bool = JSON_OPTION):
+    """One run: its steps and results, the arguments that differ from the recipe, metrics and plots."""
+    from lfkit.recipes.history import describe, is_run_folder
+    from lfkit.recipes.runner import RUN_FILE, read_record
+    from lfkit.recipes.summary import key_result
+
+    folder = folder.expanduser().resolve()
+    if not (folder / RUN_FILE).is_file() or not is_run_folder(folder):
+        raise UsageError(f"{folder} is not an lfkit run folder (no run.json of a run)")
+    record = read_record(folder) or {}
+    entry = _manager().recipes.get(record.get("recipe"))
+    recipe = entry.value if entry is not None else None
+    single = "step" in record
+    steps = []
+    for name, step in (record.get("plan") or {}).items():
+        step_dir = folder if single else folder / name
+        step_record = read_record(step_dir) if step_dir.is_dir() else None
+        steps.append({
+            "step": name, "command": step["command"], "folder": str(step_dir),
+            "status": (step_record or {}).get("status", "not started"), "seconds": (step_record or {}).get("seconds"),
+            "result": key_result(step["command"], step_dir, step_record) if step_record else "",
+        })  # fmt: skip
+    metrics = {
+        str(p.relative_to(folder)): p for p in sorted(folder.rglob("metrics.json")) if "checkpoint" not in str(p)
+    }
+    plots = [str(p) for p in sorted(folder.rglob("*.png")) if "checkpoint" not in str(p)]
+    info = {**describe(folder), "steps": steps, "changed": _differences(record, recipe), "plots": plots,
+            "metrics": {k: read_record(v.parent, v.name) for k, v in metrics.items()}}  # fmt: skip
+    if as_json:
+        print_json(info)
+        return
+    console.print(
+        f"[bold]{folder}[/bold]: {info['recipe']} {info['status']}  {_clock(info['seconds'])}", highlight=False
+    )
+    table("steps", ["step", "status", "time", "result"],
+          [(s["step"], s["status"], _clock(s["seconds"]), s["result"]) for s in steps])  # fmt: skip
+    if info["changed"]:
+        table("arguments that differ from the recipe", ["step", "key", "value"], info["changed"])
+    for name, data in info["metrics"].items():
+        figures = {k: v for k, v in (data or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if figures:
+            console.print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()), highlight=False)
+    for plot in plots:
+        console.print(f"plot: {plot}", highlight=False)

@@ -1,0 +1,116 @@
+"""Past runs: the run folders under a root, and those recorded in $LFKIT_HOME, at a glance.
+
+Every ``lfkit run`` records its run folder in ``$LFKIT_HOME/runs.json`` (locked, atomic;
+a problem there never stops a run). A run folder holds a ``run.json``: a multi-step
+run's own, or its single step's.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lfkit.atomic import write_json
+from lfkit.locking import locked
+from lfkit.paths import lfkit_home
+
+from .runner import RUN_FILE, read_record
+from .summary import key_metric
+
+STATUSES = ("finished", "failed", "interrupted", "running", "submitted")
+
+
+def _registry() -> Path:
+    return lfkit_home() / "runs.json"
+
+
+def remembered() -> list[Path]:
+    try:
+        data = json.loads(_registry().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [Path(p) for p in data if isinstance(p, str)] if isinstance(data, list) else []
+
+
+def remember(folder: Path) -> None:
+    registry = _registry()
+    try:
+        registry.parent.mkdir(parents=True, exist_ok=True)
+        with locked(registry.with_name(registry.name + ".lock")):
+            known = [str(p) for p in remembered()]
+            if str(folder) not in known:
+                write_json(registry, [*known, str(folder)])
+    except OSError:
+        pass  # an unwritable LFKIT_HOME costs only this list
+
+
+def is_run_folder(folder: Path) -> bool:
+    record = read_record(folder)
+    if not record or "recipe" not in record:
+        return False
+    # a step folder of a multi-step run is not a run of its own
+    return "step" not in record or read_record(folder.parent) is None
+
+
+def find_runs(root: Path, depth: int = 2) -> list[Path]:
+    found: list[Path] = []
+    if not root.is_dir():
+        return found
+    frontier = [root]
+    for _ in range(depth + 1):
+        next_frontier = []
+        for folder in frontier:
+            if (folder / RUN_FILE).is_file() and is_run_folder(folder):
+                found.append(folder)
+                continue
+            try:
+                next_frontier += [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            except OSError:
+                continue
+        frontier = next_frontier
+    return found
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _time(text: Any) -> _dt.datetime | None:
+    try:
+        return _dt.datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+
+
+def describe(folder: Path) -> dict[str, Any]:
+    """recipe, status, started, seconds, metric and folder of one run."""
+    record = read_record(folder) or {}
+    status = record.get("status", "?")
+    if status == "running" and not _alive(record.get("pid")):
+        status = "interrupted"  # its process is gone without a word (killed, machine rebooted)
+    started, ended = _time(record.get("started")), _time(record.get("finished") or record.get("ended"))
+    seconds = record.get("seconds")
+    if seconds is None and started and ended:
+        seconds = round((ended - started).total_seconds(), 1)
+    return {
+        "recipe": record.get("recipe"),
+        "status": status,
+        "started": record.get("started"),
+        "seconds": seconds,
+        "metric": key_metric(folder),
+        "folder": str(folder),
+    }
+
+
+def all_runs(root: Path) -> list[dict[str, Any]]:
+    folders = {f.resolve() for f in find_runs(root)}
+    folders |= {f.resolve() for f in remembered() if f.is_dir() and is_run_folder(f)}
+    runs = [describe(f) for f in folders]
+    return sorted(runs, key=lambda r: r["started"] or "", reverse=True)

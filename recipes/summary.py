@@ -1,0 +1,116 @@
+"""What a finished (or failed) run tells its user: each step's key result, and the command to run next.
+
+Read from the step folders alone (run.json, trainer_log.jsonl, all_results.json,
+metrics.json, answer.json), so ``lfkit run``, ``lfkit runs`` and ``lfkit show`` say the same.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from .runner import RUN_FILE, read_record
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def final_loss(folder: Path) -> float | None:
+    """The last logged training loss, else the run's mean train_loss."""
+    last = None
+    try:
+        for line in (folder / "trainer_log.jsonl").read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("loss") is not None:
+                last = float(entry["loss"])
+    except OSError:
+        pass
+    if last is not None:
+        return last
+    results = _json(folder / "all_results.json") or {}
+    return results.get("train_loss")
+
+
+def key_result(command: str, folder: Path | None, record: dict[str, Any] | None) -> str:
+    """One short phrase: the step's main figure and where its product is."""
+    if folder is None or record is None:
+        return ""
+    args = record.get("args") or {}
+    if command == "train":
+        loss = final_loss(folder)
+        what = "adapter" if args.get("finetuning_type", "lora") == "lora" else "model"
+        return (f"loss {loss:.4g}; " if loss is not None else "") + f"{what} in {folder}"
+    if command == "export":
+        return f"merged model in {args.get('export_dir') or folder}"
+    if command == "eval":
+        metrics = _json(folder / "metrics.json") or {}
+        if "exact_match" in metrics:
+            scores = f"exact match {metrics['exact_match']:.3f}, F1 {metrics.get('f1', 0):.3f}"
+            return f"{scores} ({metrics.get('samples')} samples)"
+    if command == "chat":
+        answer = (_json(folder / "answer.json") or {}).get("answer")
+        if answer:
+            return f"answer: {answer[:60]}"
+    if command == "report":
+        plot = folder / "metrics.png"
+        if not plot.is_file() and folder.parent.joinpath("metrics.png").is_file():
+            plot = folder.parent / "metrics.png"
+        if plot.is_file():
+            return f"plot {plot}"
+    return ""
+
+
+def key_metric(folder: Path) -> str:
+    """A run folder's headline figure for `lfkit runs`: the last eval's exact match, else the final loss."""
+    record = read_record(folder) or {}
+    steps = record.get("steps") or list((record.get("plan") or {}).keys())
+    dirs = [folder / s for s in steps if (folder / s / RUN_FILE).is_file()] or [folder]
+    for step_dir in reversed(dirs):
+        metrics = _json(step_dir / "metrics.json") or {}
+        if "exact_match" in metrics:
+            return f"exact match {metrics['exact_match']:.3f}"
+    for step_dir in reversed(dirs):
+        if (step_dir / "trainer_log.jsonl").is_file() or (step_dir / "all_results.json").is_file():
+            loss = final_loss(step_dir)
+            if loss is not None:
+                return f"loss {loss:.4g}"
+    return ""
+
+
+def next_commands(plan, records: list[dict[str, Any]]) -> list[str]:
+    """What a user would likely run next, from the last step that made something."""
+    out: list[str] = []
+    for step, record in reversed(list(zip(plan.steps, records, strict=True))):
+        if record.get("status") != "finished" or step.dir is None:
+            continue
+        args = step.args
+        model = args.get("model_name_or_path")
+        if step.command == "train" and args.get("finetuning_type", "lora") == "lora":
+            base, adapter = shlex.quote(str(model)), shlex.quote(str(step.dir))
+            merged = shlex.quote(f"{step.dir}-merged")
+            out.append(f"lfkit run chat model={base} adapter={adapter}")
+            out.append(f"lfkit run merge-lora model={base} adapter={adapter} output_dir={merged}")
+            out.append(f"lfkit eval model={base} adapter={adapter}")
+            break
+        if step.command == "train":
+            out.append(f"lfkit run chat model={shlex.quote(str(step.dir))}")
+            break
+        if step.command == "export":
+            merged = shlex.quote(str(args.get("export_dir") or step.dir))
+            out.append(f"lfkit run chat model={merged}")
+            out.append(f"lfkit eval model={merged}")
+            break
+        if step.command == "eval" and plan.output_dir is not None:
+            out.append(f"lfkit show {shlex.quote(str(plan.output_dir))}")
+            break
+    return out

@@ -1,0 +1,75 @@
+"""A run reads like a tool: a few plain lines without a terminal, everything in the step's log,
+a summary with results and the next command, past runs at a glance, words a user can trust."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, clean_env, run
+
+REPO = Path(__file__).resolve().parents[1]
+INTERNAL = re.compile(r"seed ?00\d|the seeds|seeds'|种子 ?00\d", re.IGNORECASE)
+
+
+@pytest.mark.slow
+def test_a_run_without_a_terminal_prints_a_few_plain_lines_and_keeps_the_whole_log(tiny_llama, tmp_path):
+    out = tmp_path / "run"
+    result = run([BIN / "lfkit", "run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
+                  "max_steps=3", "logging_steps=1", f"output_dir={out}"], env=clean_env(COLUMNS="80"))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = (result.stdout + result.stderr).splitlines()
+    assert len(printed) <= 40, "\n".join(printed)
+    assert not any("\x1b" in line or "\r" in line for line in printed)  # no control characters in a pipe
+    assert printed[0] == f"lfkit: step train (train) -> {out}"
+    assert any(re.fullmatch(r"  train: finished in \d+s \(3/3 steps.*\)", line) for line in printed)
+    assert any(line.startswith("│ train │ finished │") and "loss " in line for line in printed)
+    assert f"next: lfkit run merge-lora model={tiny_llama} adapter={out} output_dir={out}-merged" in printed
+    log = (out / "output.log").read_text(encoding="utf-8")
+    assert "llamafactory" in log and "***** Running training *****" in log and len(log.splitlines()) > 100
+
+
+@pytest.mark.slow
+def test_runs_lists_finished_and_failed_runs_and_show_tells_one(tiny_llama, tmp_path):
+    root = tmp_path / "runs"
+    common = [BIN / "lfkit", "run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo", "max_steps=1"]
+    ok = run([*common, f"output_dir={root / 'good'}"])
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    bad = run([*common, "lora_target=no_such_module", f"output_dir={root / 'bad'}"])
+    assert bad.returncode == 1
+    assert "full log:" in bad.stderr and "no_such_module" in bad.stderr  # the error's own line, and the log
+    listed = run([BIN / "lfkit", "runs", str(root), "--json"])
+    assert listed.returncode == 0, listed.stderr
+    by_folder = {Path(r["folder"]).name: r for r in json.loads(listed.stdout) if Path(r["folder"]).parent == root}
+    assert by_folder["good"]["status"] == "finished" and by_folder["good"]["metric"].startswith("loss ")
+    assert by_folder["bad"]["status"] == "failed"
+    assert all(r["recipe"] == "sft-lora-single" and r["started"] for r in by_folder.values())
+    shown = run([BIN / "lfkit", "show", str(root / "good"), "--json"])
+    info = json.loads(shown.stdout)
+    assert info["steps"][0]["status"] == "finished" and info["steps"][0]["result"].startswith("loss ")
+    assert ["train", "max_steps", "1"] in info["changed"]
+    not_a_run = run([BIN / "lfkit", "show", str(tmp_path)])
+    assert not_a_run.returncode == 2 and not_a_run.stderr.count("\n") == 1
+
+
+def test_no_internal_document_names_in_what_users_read():
+    texts = {name: (REPO / name).read_text(encoding="utf-8") for name in ("README.md", "README_zh.md")}
+    texts.update({str(p.relative_to(REPO)): p.read_text(encoding="utf-8") for p in (REPO / "recipes").glob("*.yaml")})
+    for argv in (["--help"], ["run", "--help"], ["plan", "--help"], ["recipes"], ["models"], ["patches", "--json"]):
+        result = run([BIN / "lfkit", *argv], env=clean_env(COLUMNS="200"))
+        texts[" ".join(argv)] = result.stdout
+    found = {name: INTERNAL.findall(text) for name, text in texts.items() if INTERNAL.search(text)}
+    assert not found
+
+
+def test_logging_and_save_steps_are_exported_as_whole_numbers(tiny_llama, tmp_path):
+    target = tmp_path / "sft.yaml"
+    result = run([BIN / "lfkit", "recipes", "export", "sft-lora-single", f"model={tiny_llama}",
+                  "dataset=telecom_demo", f"output_dir={tmp_path / 'o'}", "save_steps=500", "-o", target])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = target.read_text(encoding="utf-8")
+    assert "\nlogging_steps: 10\n" in text and "\nsave_steps: 500\n" in text
+    assert "\nlearning_rate: 5.0e-05\n" in text  # a real fraction stays one
