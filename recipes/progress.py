@@ -47,13 +47,25 @@ def train_status(folder: Path) -> dict[str, Any] | None:
     entry = _last_json_line(folder / TRAINER_LOG)
     if not entry or not entry.get("total_steps"):
         return None
+    done, elapsed = int(entry.get("current_steps") or 0), _seconds(entry.get("elapsed_time"))
     return {
-        "done": int(entry.get("current_steps") or 0),
+        "done": done,
         "total": int(entry["total_steps"]),
         "loss": entry.get("loss"),
+        "speed": done / elapsed if elapsed else None,
         "eta": entry.get("remaining_time"),
         "unit": "steps",
     }
+
+
+def _seconds(clock) -> float | None:
+    """LLaMA-Factory's '0:01:30' (or '1 day, 0:01:30') in seconds."""
+    try:
+        days, _, rest = str(clock).rpartition(" day")
+        parts = [float(p) for p in rest.split(",")[-1].strip().split(":")]
+        return sum(v * 60**i for i, v in enumerate(reversed(parts))) + (int(days or 0) * 86400 if days else 0)
+    except ValueError:
+        return None
 
 
 def eval_status(folder: Path) -> dict[str, Any] | None:
@@ -70,6 +82,8 @@ def describe(status: dict[str, Any] | None) -> str:
     text = f"{status['done']}/{status['total']} {status['unit']}"
     if status.get("loss") is not None:
         text += f", loss {status['loss']:.4g}"
+    if status.get("speed"):
+        text += f", {status['speed']:.2f} steps/s"
     if status.get("eta"):
         text += f", {status['eta']} left"
     return text
@@ -121,5 +135,5 @@ class StepProgress:
 
     def finish(self, status: str, seconds: float) -> None:
         state = self.reader(self.folder) if self.reader else None
-        detail = describe({**state, "eta": None}) if state else ""
+        detail = describe({**state, "eta": None, "speed": None}) if state else ""
         self._write(f"  {self.name}: {status} in {_clock(seconds)}" + (f" ({detail})" if detail else ""), final=True)
