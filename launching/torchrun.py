@@ -11,10 +11,9 @@ workers run without this environment's packages. The patch makes the launch run
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
-from lfkit.patching import Patch, PatchContext, SkipPatch
+from lfkit.patching import Overlay, Patch, PatchContext, SkipPatch
 
 # torchrun's console script is this module's main.
 TORCHRUN_MODULE = "torch.distributed.run"
@@ -27,25 +26,11 @@ def own_torchrun(cmd):
     return cmd
 
 
-class _Subprocess:
-    """The ``subprocess`` module as llamafactory.launcher sees it, with ``run`` starting our torchrun.
-
-    Wraps whatever the launcher held (another patch may mend the workers' environment there)."""
-
-    def __init__(self, inner=subprocess) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-    def run(self, cmd, *args, **kwargs):
-        return self._inner.run(own_torchrun(cmd), *args, **kwargs)
-
-
 def _apply(launcher, ctx: PatchContext) -> str:
     if not hasattr(launcher, "subprocess"):
         raise SkipPatch("llamafactory.launcher no longer starts torchrun through subprocess")
-    ctx.replace(launcher, "subprocess", _Subprocess(launcher.subprocess))
+    inner = launcher.subprocess
+    ctx.replace(launcher, "subprocess", Overlay(inner, run=lambda cmd, *a, **k: inner.run(own_torchrun(cmd), *a, **k)))
     return f"torchrun = {sys.executable} -m {TORCHRUN_MODULE}"
 
 

@@ -76,6 +76,19 @@ class Patch:
                 raise ValueError(f"patch {self.id}: unknown platform(s) {sorted(unknown)}")
 
 
+class Overlay:
+    """``inner`` with some attributes replaced and the rest passed through: what one patched module
+    sees in place of a module it imported by name (``subprocess`` for llamafactory.launcher).
+    Patches stack: each overlays whatever the module held before."""
+
+    def __init__(self, inner: Any, **replaced: Any) -> None:
+        self._inner = inner
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 class PatchContext:
     """Records every change a patch makes, so revert restores the originals exactly once saved."""
 

@@ -421,6 +421,9 @@ class Runner:
             record["workers"] = workers.collect(folder, expected=world_size(launch), wait_seconds=wait)
         if progress is not None:
             progress.finish(FINISHED if code == 0 else FAILED, record["seconds"])
+            answer = read_record(folder, "answer.json") if step.command == "chat" and code == 0 else None
+            if answer:  # a one-shot chat's answer is what the step is for: shown, not only logged
+                self.echo(f"{answer.get('prompt')}\n=> {answer.get('answer')}")
         if code != 0:
             record["status"] = FAILED
             self._write(folder, record)

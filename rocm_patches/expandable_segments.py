@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from lfkit.patching import Patch, PatchContext, SkipPatch
+from lfkit.patching import Overlay, Patch, PatchContext, SkipPatch
 
 VARIABLES = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
 OPTION = "expandable_segments"
@@ -60,26 +60,18 @@ def workers_env(env: dict, user_env: dict) -> dict:
     return env
 
 
-class _Launcher:
-    """``subprocess`` as llamafactory.launcher sees it, with the allocator settings mended for ``run``."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-    def run(self, cmd, *args, **kwargs):
-        if kwargs.get("env") is not None:
-            kwargs["env"] = workers_env(kwargs["env"], dict(os.environ))
-        return self._inner.run(cmd, *args, **kwargs)
-
-
 def _apply(launcher, ctx: PatchContext) -> str:
     reason = unsupported_reason()
     if not hasattr(launcher, "subprocess"):
         raise SkipPatch("llamafactory.launcher no longer starts torchrun through subprocess")
-    ctx.replace(launcher, "subprocess", _Launcher(launcher.subprocess))
+    inner = launcher.subprocess
+
+    def run(cmd, *args, **kwargs):
+        if kwargs.get("env") is not None:
+            kwargs["env"] = workers_env(kwargs["env"], dict(os.environ))
+        return inner.run(cmd, *args, **kwargs)
+
+    ctx.replace(launcher, "subprocess", Overlay(inner, run=run))
     return f"{reason}: torchrun workers get the user's allocator settings without {OPTION}"
 
 

@@ -261,10 +261,10 @@ import llamafactory.extras.misc as misc
 import llamafactory.model.model_utils.attention as attention
 import llamafactory.hparams.parser, llamafactory.launcher as launcher
 import deepspeed.ops.op_builder.builder
-from lfkit.rocm_patches import expandable_segments, flash_attn_arch
+from lfkit.rocm_patches import flash_attn_arch
 report = {pid: state(pid) for pid in %r}
 report["bf16_flag"] = misc._is_bf16_available
-report["launcher_wrapped"] = isinstance(launcher.subprocess._inner, expandable_segments._Launcher)
+report["launcher_wrapped"] = launcher.subprocess._inner is not subprocess  # lf-torchrun's overlay only
 report["attention_wrapped"] = attention.configure_attn_implementation.__module__ == flash_attn_arch.__name__
 print("REPORT " + json.dumps(report))
 """
