@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lfkit.errors import UsageError
@@ -123,8 +124,13 @@ def plan_step(step, devices: int | None = None, platform_kind: str | None = None
 
 
 def plan_run(plan, devices: int | None = None) -> list[StepPlan]:
-    """Plans for every train step of a resolved run (lfkit.recipes.resolve.Plan)."""
-    return [plan_step(step, devices) for step in plan.steps if step.command == "train"]
+    """Plans for the train steps of a resolved run (lfkit.recipes.resolve.Plan) whose model folder
+    exists already (one an earlier step will make cannot be read before the run)."""
+    return [
+        plan_step(step, devices)
+        for step in plan.steps
+        if step.command == "train" and (Path(str(step.args.get("model_name_or_path"))) / "config.json").is_file()
+    ]
 
 
 def refusal(step_plan: StepPlan) -> str:

@@ -255,9 +255,8 @@ def memory_record(folder: Path, plan: dict | None) -> dict[str, Any]:
     """The step's memory plan (when one was made) beside what its first optimizer step really held."""
     from lfkit.planning.measure import REPORT_FILE
 
-    report = folder / REPORT_FILE
-    measured = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else None
-    report.unlink(missing_ok=True)
+    measured = read_record(folder, REPORT_FILE)
+    (folder / REPORT_FILE).unlink(missing_ok=True)
     return {"plan": plan, "measured": measured}
 
 

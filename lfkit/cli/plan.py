@@ -47,29 +47,28 @@ def show(plans: list, out: Console = console) -> None:
         verdict = {True: "fits", False: "does NOT fit", None: "no target"}[p.fits]
         total = e.parameters["total"]
         trainable = e.parameters["trainable"]
-        table_out = Console(file=out.file, width=out.width) if out is not console else console
-        table_out.print(
+        out.print(
             f"[bold]step {p.step}: {gib(e.peak)} per worker, {verdict}[/bold] (target: {p.target_source}"
             + (f", {gib(p.target)})" if p.target else ")"),
             highlight=False,
         )
-        table_out.print(
+        out.print(
             f"{p.shape.model_type}: {count(total)} parameters, {count(trainable)} trainable "
             f"({100 * trainable / total:.2f}%); shape from {p.shape.source}",
             highlight=False,
         )
-        _table(table_out, None, ["row", "bytes", "size"],
+        _table(out, None, ["row", "bytes", "size"],
                [(row_title(k), f"{v:,}", gib(v)) for k, v in e.rows.items()]
                + [("peak", f"{e.peak:,}", gib(e.peak))])  # fmt: skip
-        table_out.print(f"assumes: {e.setting.describe()}", highlight=False)
+        out.print(f"assumes: {e.setting.describe()}", highlight=False)
         for note in e.notes:
-            table_out.print(f"note: {note}", highlight=False)
+            out.print(f"note: {note}", highlight=False)
         if p.fits is False:
             if p.suggestions:
-                _table(table_out, "changes that make it fit (cheapest first)", ["add to the command", "peak", "note"],
+                _table(out, "changes that make it fit (cheapest first)", ["add to the command", "peak", "note"],
                        [(s.text, gib(s.estimate.peak), s.note) for s in p.suggestions])  # fmt: skip
             else:
-                table_out.print("no single change makes it fit; combine them (e.g. QLoRA and a micro-batch of 1)")
+                out.print("no single change makes it fit; combine them (e.g. QLoRA and a micro-batch of 1)")
 
 
 def _table(out: Console, title, columns, rows) -> None:
@@ -126,7 +125,7 @@ def plan_command(
     plan = plan_for(name, assignments, config, devices=devices)
     plans = step_plans(plan, devices)
     if not plans:
-        raise UsageError(f"recipe {name} has no train step to plan")
+        raise UsageError(f"recipe {name} has no train step whose model folder exists yet to plan")
     if json_output:
         print_json({"recipe": plan.recipe.name, **as_json(plans)})
         return

@@ -280,7 +280,7 @@ def show_summary(plan, records) -> None:
         f"{plan.recipe.name}: done" + (f" -> {plan.output_dir}" if plan.output_dir else ""),
         ["step", "status", "time", "result"],
         [
-            (s.name, r.get("status"), f"{r.get('seconds', 0):.0f}s", key_result(s.command, s.dir, r))
+            (s.name, r.get("status"), f"{r.get('seconds') or 0:.0f}s", key_result(s.command, s.dir, r))
             for s, r in zip(plan.steps, records, strict=True)
         ],
     )
