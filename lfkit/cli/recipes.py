@@ -206,8 +206,7 @@ def run_recipe(
         False, "--verbose", "-v", help="Stream each step's whole output (it is always in STEP/output.log)."
     ),
 ):
-    """Run a recipe by name: validate everything, check that each train step fits the card, then run each
-    step in its own process (or as a Slurm job)."""
+    """Run a recipe by name: validate, check that each train step fits the card, run each step (or a Slurm job)."""
     from lfkit.recipes.runner import Runner, refuse_finished
 
     from .plan import preflight, show_on_stderr, step_plans
