@@ -62,11 +62,16 @@ def key_result(command: str, folder: Path | None, record: dict[str, Any] | None)
         if answer:
             return f"answer: {answer[:60]}"
     if command == "report":
-        plot = folder / "metrics.png"
-        if not plot.is_file() and folder.parent.joinpath("metrics.png").is_file():
-            plot = folder.parent / "metrics.png"
-        if plot.is_file():
-            return f"plot {plot}"
+        # the before / after summary lands in the report's summary_dir (the run folder for the demo)
+        where = folder if (folder / "metrics.json").is_file() else folder.parent
+        summary = _json(where / "metrics.json") or {}
+        before, after = summary.get("before") or {}, summary.get("after") or {}
+        parts = []
+        if "exact_match" in before and "exact_match" in after:
+            parts.append(f"exact match {before['exact_match']:.3f} -> {after['exact_match']:.3f}")
+        if (where / "metrics.png").is_file():
+            parts.append(f"plot {where / 'metrics.png'}")
+        return "; ".join(parts)
     return ""
 
 

@@ -22,7 +22,8 @@ def test_every_held_out_character_is_taught_by_the_train_split():
 @pytest.mark.slow
 def test_demo_learns_the_held_out_split_and_keeps_its_run(tmp_path, lfkit_home):
     out = tmp_path / "demo"
-    result = run([BIN / "lfkit", "run", "demo", f"output_dir={out}"], env=clean_env(LFKIT_HOME=str(lfkit_home)))
+    env = clean_env(LFKIT_HOME=str(lfkit_home), COLUMNS="120")
+    result = run([BIN / "lfkit", "run", "demo", f"output_dir={out}"], env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert summary["dataset"] == "telecom_demo_test" and summary["after"]["samples"] == 80
@@ -33,7 +34,10 @@ def test_demo_learns_the_held_out_split_and_keeps_its_run(tmp_path, lfkit_home):
     assert json.loads((out / "chat" / "answer.json").read_text(encoding="utf-8"))["answer"]
     predictions = (out / "eval-after" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(predictions) == 80
-    assert "exact_match" in result.stdout and "before" in result.stdout
+    # the end summary: both evaluations, and the report's before -> after
+    before, after = summary["before"]["exact_match"], summary["after"]["exact_match"]
+    assert f"exact match {after:.3f}, F1" in result.stdout
+    assert f"exact match {before:.3f} -> {after:.3f}" in result.stdout
     for step in ("eval-before", "train", "merge", "chat", "eval-after", "report"):
         assert json.loads((out / step / "run.json").read_text())["status"] == "finished"
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
