@@ -31,7 +31,6 @@ GIB = 2**30
 # any tensor exists: what max_memory_allocated does not see but the card loses.
 CONTEXT_BYTES = 512 * 2**20
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-ROWS = ("weights", "trainable", "gradients", "optimizer", "activations", "logits", "overhead")
 ROW_TITLES = {
     "weights": "weights (frozen)",
     "trainable": "trainable parameters",
@@ -128,9 +127,10 @@ def setting_for(
     shape: ModelShape, args: dict[str, Any], lfkit_args: dict[str, Any], seq_len: int, seq_source: str, device: str
 ) -> Setting:
     dtype = compute_dtype(args, shape, device)
+    zero = zero_config(args.get("deepspeed"))
     stage = None
     if args.get("deepspeed"):
-        given = zero_config(args["deepspeed"]).get("stage", 0)
+        given = zero.get("stage", 0)
         stage = int(given) if str(given).isdigit() else 0
     qbit = args.get("quantization_bit")
     method = str(args.get("finetuning_type") or "lora")
@@ -151,8 +151,8 @@ def setting_for(
         seq_source=seq_source,
         workers=workers,
         zero_stage=stage,
-        offload_optimizer=_offloaded(zero_config(args.get("deepspeed")), "offload_optimizer"),
-        offload_param=_offloaded(zero_config(args.get("deepspeed")), "offload_param"),
+        offload_optimizer=_offloaded(zero, "offload_optimizer"),
+        offload_param=_offloaded(zero, "offload_param"),
         quantization_bit=int(qbit) if qbit else None,
         optimizer=str(args.get("optim") or "AdamW (the default)"),
         lora_rank=int(args.get("lora_rank", 8)) if method == "lora" else None,
@@ -290,7 +290,3 @@ def estimate(
     }
     parameters = {"total": shape.parameters, "trainable": m}
     return Estimate(s, rows, parameters, notes)
-
-
-def gib(value: int | float) -> str:
-    return f"{value / GIB:.2f} GiB"

@@ -14,7 +14,7 @@ from typing import Any
 
 from lfkit.errors import UsageError
 
-from .memory import GIB, ROW_TITLES, Estimate, estimate
+from .memory import GIB, Estimate, estimate
 from .sequence import longest_sample
 from .shapes import ModelShape, model_shape
 from .suggest import Suggestion, suggestions
@@ -146,7 +146,3 @@ def refusal(step_plan: StepPlan) -> str:
     else:
         line += "; no single change fits (see `lfkit plan`)"
     return line + "; `lfkit plan` shows the rows, --no-preflight runs anyway"
-
-
-def row_title(name: str) -> str:
-    return ROW_TITLES[name]

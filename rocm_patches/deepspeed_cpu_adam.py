@@ -12,10 +12,8 @@ names what works: ZeRO without offload, or offload with the run's own torch opti
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from pathlib import Path
 
 from lfkit.errors import stop_run
 from lfkit.patching import Patch, PatchContext, SkipPatch, distribution_version
@@ -42,14 +40,14 @@ PATCH = Patch(
 )
 
 
-def _zero_config(value) -> tuple[str, dict]:
-    from lfkit.launching.deepspeed import PRESETS, preset_path
+def _zero_config(value) -> dict:
+    from lfkit.errors import UsageError
+    from lfkit.launching.deepspeed import config_path, read_config
 
-    path = preset_path(value) if value in PRESETS else Path(str(value)).expanduser()
     try:
-        return str(value), json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return str(value), {}  # an unreadable config is reported by the deepspeed checks
+        return read_config(config_path(str(value)))
+    except UsageError:
+        return {}  # an unreadable config is reported by the deepspeed checks of the run
 
 
 def offloads_optimizer(config: dict) -> bool:
@@ -92,14 +90,14 @@ def cpu_adam_problem(args: dict) -> str | None:
     value = args.get("deepspeed")
     if not value or not switched_on(PATCH) or os.environ.get("LOCAL_RANK") is not None:
         return None  # a torchrun worker: the process that launched it checked already
-    label, config = _zero_config(value)
+    config = _zero_config(value)
     if not offloads_optimizer(config):
         return None
     reason = cpu_adam_unusable()
     if reason is None:
         return None
     return (
-        f"deepspeed={label}: ZeRO offload needs DeepSpeed's CPUAdam op, which {reason}; use ZeRO without offload "
+        f"deepspeed={value}: ZeRO offload needs DeepSpeed's CPUAdam op, which {reason}; use ZeRO without offload "
         "(deepspeed=z2 or z3, over more cards), or keep offload with the run's torch optimizer: "
         '"zero_force_ds_cpu_optimizer": false in your DeepSpeed JSON'
     )

@@ -40,7 +40,7 @@ def as_json(plans: list) -> dict:
 
 def show(plans: list, out: Console = console) -> None:
     """The table of each train step: rows, what it assumes, the verdict and what to change."""
-    from lfkit.planning.plan import row_title
+    from lfkit.planning.memory import ROW_TITLES
 
     for p in plans:
         e = p.estimate
@@ -58,7 +58,7 @@ def show(plans: list, out: Console = console) -> None:
             highlight=False,
         )
         _table(out, None, ["row", "bytes", "size"],
-               [(row_title(k), f"{v:,}", gib(v)) for k, v in e.rows.items()]
+               [(ROW_TITLES[k], f"{v:,}", gib(v)) for k, v in e.rows.items()]
                + [("peak", f"{e.peak:,}", gib(e.peak))])  # fmt: skip
         out.print(f"assumes: {e.setting.describe()}", highlight=False)
         for note in e.notes:
