@@ -33,6 +33,7 @@ def arm() -> None:
 def _leave_report(folder: Path, rank: int) -> None:
     try:
         from lfkit.atomic import write_json
+        from lfkit.lifecycle import ARG_CHANGES
 
         report = {
             "rank": rank,
@@ -40,6 +41,7 @@ def _leave_report(folder: Path, rank: int) -> None:
             "node_rank": int(os.environ.get("GROUP_RANK", "0")),
             "host": os.uname().nodename,
             "patches": patch_statuses(),
+            "arg_changes": [c.as_dict() for c in ARG_CHANGES],
         }
         write_json(folder / f"{PREFIX}{rank}.json", report)
     except Exception:  # noqa: BLE001 - a report must never change how the worker exits

@@ -49,11 +49,23 @@ def lfkit_register_models(register):
 
 @hookspec
 def lfkit_prepare_args(command, args):
-    """Before LLaMA-Factory parses a run's arguments.
+    """Before LLaMA-Factory parses a run's arguments, in every process (plain ``llamafactory-cli`` too).
 
     ``command`` is ``train``, ``export``, ``chat`` or ``eval``; ``args`` is the dict
-    of LLaMA-Factory keys, changed in place. Fill defaults only where the user gave
-    no value: the user's values win.
+    of LLaMA-Factory keys. Under LLaMA-Factory's own commands lfkit must be invisible
+    unless it fixes: stop a run that cannot work on this platform (``lfkit.errors.stop_run``),
+    or change a key only where LLaMA-Factory would otherwise fail. Every change is said
+    in one log line (plugin, key, old and new value) and kept in run.json. Preferences
+    belong in ``lfkit_recipe_defaults``.
+    """
+
+
+@hookspec
+def lfkit_recipe_defaults(command, args):
+    """Preferences for a recipe step of ``lfkit run`` / ``sweep`` / ``compare`` / ``recipes export``, never
+    for LLaMA-Factory's own commands: return ``{key: (value, why)}`` for keys the user left unset
+    (a model family's template and lora_target). lfkit fills them, shows each with its why in
+    ``--dry-run``, ``lfkit show`` and the exported YAML. May stop the run with ``stop_run``.
     """
 
 

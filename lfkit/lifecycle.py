@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import sys
 from typing import Any
 
 from .hookspecs import hookimpl
@@ -76,17 +77,27 @@ def _argv_set(argv: list[str], key: str, value: Any) -> list[str]:
     return [*out, f"--{key}", str(value)]
 
 
+# Every change lfkit_prepare_args made in this process, for run.json (recipes/step.py reports them).
+ARG_CHANGES: list = []
+
+
+def _say(changes) -> None:
+    for change in changes:
+        sys.stderr.write(change.line() + "\n")
+        ARG_CHANGES.append(change)
+
+
 def prepare_args(command: str, args: dict | list) -> dict | list:
-    """Run lfkit_prepare_args on LLaMA-Factory's arguments, dict or argv form."""
+    """Run lfkit_prepare_args on LLaMA-Factory's arguments, dict or argv form; each change is said."""
     manager = _manager()
     if isinstance(args, dict):
         args = dict(args)  # the caller's dict stays as it was
-        manager.prepare_args(command, args)
+        _say(manager.prepare_args(command, args))
         return args
     argv = list(args)
     view = _argv_view(argv)
     changed = dict(view)
-    manager.prepare_args(command, changed)
+    _say(manager.prepare_args(command, changed))
     for key, value in changed.items():
         if key not in view or view[key] != value:
             argv = _argv_set(argv, key, value)

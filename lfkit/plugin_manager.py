@@ -38,6 +38,22 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class ArgChange:
+    """One argument a plugin's lfkit_prepare_args changed: said in one log line, kept in run.json."""
+
+    plugin: str
+    key: str
+    old: Any
+    new: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"plugin": self.plugin, "key": self.key, "old": self.old, "new": self.new}
+
+    def line(self, patch: str = "lf-hook-prepare-args") -> str:
+        return f"lfkit: {patch} ({self.plugin}) changed {self.key}: {self.old!r} -> {self.new!r}"
+
+
 class PluginError(RuntimeError):
     """A third-party plugin failed under LFKIT_STRICT_PLUGINS=1."""
 
@@ -236,8 +252,29 @@ class Manager:
 
     # --- lifecycle --------------------------------------------------------------
 
-    def prepare_args(self, command: str, args: dict) -> None:
-        self.pm.hook.lfkit_prepare_args(command=command, args=args)
+    def prepare_args(self, command: str, args: dict) -> list[ArgChange]:
+        """Each plugin's lfkit_prepare_args in turn (in pluggy's order), changing ``args`` in place;
+        returns every change made, with the plugin that made it, so none goes unsaid."""
+        changes: list[ArgChange] = []
+        hook = self.pm.hook.lfkit_prepare_args
+        for impl in reversed(hook.get_hookimpls()):
+            before = dict(args)
+            impl.function(**{name: {"command": command, "args": args}[name] for name in impl.argnames})
+            for key in sorted(set(before) | set(args), key=str):
+                old, new = before.get(key), args.get(key)
+                if old != new:
+                    changes.append(ArgChange(impl.plugin_name, key, old, new))
+        return changes
+
+    def recipe_defaults(self, command: str, args: dict) -> dict[str, tuple[Any, str]]:
+        """What the plugins would fill in a recipe step (``lfkit run`` only): key -> (value, why).
+        Keys the user set are never offered; the first plugin to offer a key wins."""
+        filled: dict[str, tuple[Any, str]] = {}
+        for result in self.pm.hook.lfkit_recipe_defaults(command=command, args=dict(args)):
+            for key, offer in (result or {}).items():
+                if args.get(key) in (None, ""):
+                    filled.setdefault(key, tuple(offer))
+        return filled
 
     def train_callbacks(self, args: dict) -> list:
         callbacks: list = []

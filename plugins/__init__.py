@@ -1,8 +1,12 @@
 """Model families: what each needs (template, lora_target, remote code, fixes), built in and from plugins.
 
 A built-in plugin registering baichuan2, chatglm3, gemma and llama2 through
-``lfkit_register_models``, the hook a third-party family package uses too. Its
-``lfkit_prepare_args`` applies the detected family to every run (``defaults``).
+``lfkit_register_models``, the hook a third-party family package uses too.
+
+Under LLaMA-Factory's own commands a family brings its fixes (the patches it
+registers, which apply by their own targets and guards) and nothing else: no
+template, no lora_target, no checks of its own. Its preferences are recipe
+defaults of ``lfkit run`` (``lfkit_recipe_defaults``), shown as such.
 """
 
 from lfkit.hookspecs import hookimpl
@@ -34,8 +38,8 @@ def lfkit_register_patches(register):
 
 
 @hookimpl
-def lfkit_prepare_args(command, args):
-    defaults.apply(command, args)
+def lfkit_recipe_defaults(command, args):
+    return defaults.recipe_defaults(command, args)
 
 
 @hookimpl

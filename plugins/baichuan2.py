@@ -111,6 +111,7 @@ FAMILY = ModelFamily(
     architectures=("BaichuanForCausalLM",),
     names=(r"baichuan-?2",),
     config_match={"vocab_size": 125696},
+    needs_marker=True,  # model_type "baichuan" is Baichuan-1's too (vocab 64000, another template)
     remote_code=True,
     fixes=("baichuan2-template", "baichuan2-tokenizer-sp-model", "xformers-remote-code-fallback"),
     description="Baichuan2 7B/13B (13B uses ALiBi); fused q/k/v projection W_pack",

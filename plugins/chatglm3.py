@@ -105,6 +105,11 @@ FAMILY = ModelFamily(
     model_types=("chatglm",),
     architectures=("ChatGLMModel", "ChatGLMForConditionalGeneration"),
     names=(r"chatglm-?3",),
+    # model_type "chatglm" is ChatGLM2's and GLM-4's too: ChatGLM3's tokenizer defines its role tokens
+    # (ChatGLM2's has none), and GLM-4's is another class.
+    needs_marker=True,
+    marker_tokens=("<|user|>", "<|observation|>"),
+    foreign_tokens=("ChatGLM4Tokenizer",),
     remote_code=True,
     fixes=("chatglm3-tokenizer-auto-map", "chatglm3-generation-past"),
     description="THUDM ChatGLM3-6B (base, chat, 32k)",

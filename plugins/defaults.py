@@ -1,10 +1,12 @@
-"""Family knowledge applied to a run, from ``lfkit_prepare_args``.
+"""Family knowledge applied to a recipe step of ``lfkit run`` (``lfkit_recipe_defaults``).
 
-Runs in every process that parses LLaMA-Factory arguments (``lfkit run`` while
-it validates, plain ``llamafactory-cli``, torchrun workers), so the same model
-gets the same defaults wherever it is trained:
+Only where lfkit resolves a recipe (run, sweep, compare, recipes export), never under
+LLaMA-Factory's own commands, which keep their own choices (a default lora_target,
+the template the tokenizer brings). The resolved step, its exported YAML and run.json
+hold every value filled here, so ``llamafactory-cli`` on that YAML does the same run.
 
-- template and (for LoRA training) lora_target, only where the user gave none;
+- template and (for LoRA training) lora_target, only where the user gave none,
+  each with the evidence it came from;
 - remote code only with consent: without ``trust_remote_code: true`` the run stops
   with one line naming the files that would execute;
 - a transformers too old for the family stops the run with one line and the fix.
@@ -63,11 +65,12 @@ def defaults_for(command: str, args: dict, detection: Detection) -> dict:
     return filled
 
 
-def apply(command: str, args: dict) -> None:
+def recipe_defaults(command: str, args: dict) -> dict[str, tuple[str, str]]:
+    """key -> (value, why) for a recipe step on a recognised family; stops a run that cannot start."""
     model = args.get("model_name_or_path")
     detection = detect_model(model)
     if detection is None or detection.family is None:
-        return
+        return {}
     family = detection.family
     problem = requirement_problem(family)
     if problem:
@@ -78,4 +81,5 @@ def apply(command: str, args: dict) -> None:
             f"model {model} is {family.name}, which runs Python code from its folder ({files}); "
             "read it, then pass trust_remote_code=true to allow it"
         )
-    args.update(defaults_for(command, args, detection))
+    why = f"{family.name} family default ({detection.why()})"
+    return {key: (value, why) for key, value in defaults_for(command, args, detection).items()}

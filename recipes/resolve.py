@@ -3,7 +3,8 @@
 Order: recipe defaults < --config file < key=value on the command line. A name the
 recipe declares under ``params`` is a parameter; ``STEP.key=value`` sets one
 step's key; any other key is a LLaMA-Factory key for every step that knows it.
-Then the model plugins fill family defaults (the user's values win), and every
+Then the model plugins fill recipe defaults (a recognised family's template and
+lora_target, each kept as a note with its why; the user's values win), and every
 key and value is checked against LLaMA-Factory's own argument dataclasses.
 Nothing here starts training or loads a model.
 """
@@ -176,10 +177,18 @@ def _absolute(key: str, value: Any) -> Any:
     return str(Path(value).expanduser().resolve())
 
 
-def _prepare_with_plugins(command: str, args: dict[str, Any]) -> None:
+def _prepare_with_plugins(command: str, args: dict[str, Any], notes: list[str]) -> None:
+    """Recipe defaults first (a family's template and lora_target, said with their why), then
+    lfkit_prepare_args, exactly as ``llamafactory-cli`` on the exported YAML will run it."""
     from lfkit.plugin_manager import get_manager
 
-    get_manager().prepare_args(command if command in LF_COMMANDS else "chat", args)
+    manager = get_manager()
+    lf_command = command if command in LF_COMMANDS else "chat"
+    for key, (value, why) in manager.recipe_defaults(lf_command, args).items():
+        args[key] = value
+        notes.append(f"{key}: {value} ({why})")
+    for change in manager.prepare_args(lf_command, args):
+        notes.append(f"{change.key}: {change.old!r} -> {change.new!r} (lf-hook-prepare-args, {change.plugin})")
 
 
 def resolve(
@@ -250,7 +259,7 @@ def resolve(
                     args[key], why = False, f"{_emulated_bf16()} has no native bf16"
                 resolved.notes.append(f"{key}: auto -> {args[key]} ({why})")
         if step.command != "report":
-            _prepare_with_plugins(step.command, args)
+            _prepare_with_plugins(step.command, args, resolved.notes)
         for key in list(args):
             args[key] = lf_args.coerce(step.command, key, args[key], where)
             out_of_range = range_error(key, args[key])

@@ -410,7 +410,10 @@ class Runner:
         record["finished"] = now()
         report = folder / PATCH_REPORT
         if report.is_file():
-            record["patches"] = json.loads(report.read_text(encoding="utf-8"))
+            statuses = json.loads(report.read_text(encoding="utf-8"))
+            record["patches"] = statuses["patches"]
+            # What lfkit_prepare_args changed in the step's own process (each also said in its log).
+            record["arg_changes"] = statuses["arg_changes"]
             report.unlink()
         if step.command == "train":
             record["memory"] = memory_record(folder, self.memory_plans.get(step.name))

@@ -85,8 +85,11 @@ def main() -> None:
         run(folder)
     finally:
         from lfkit.atomic import write_json
+        from lfkit.lifecycle import ARG_CHANGES
 
-        write_json(folder / PATCH_REPORT, patch_statuses())
+        write_json(
+            folder / PATCH_REPORT, {"patches": patch_statuses(), "arg_changes": [c.as_dict() for c in ARG_CHANGES]}
+        )
 
 
 if __name__ == "__main__":

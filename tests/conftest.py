@@ -209,14 +209,14 @@ def write_alpaca(folder: Path, name: str = "tiny_alpaca", rows: int = 16) -> Pat
 def tiny_baichuan2(tmp_path_factory, tiny_llama) -> Path:
     from remote_models import build_baichuan2
 
-    return build_baichuan2(tmp_path_factory.mktemp("baichuan2") / "model", tiny_llama)
+    return build_baichuan2(tmp_path_factory.mktemp("baichuan2") / "Baichuan2-7B-tiny", tiny_llama)
 
 
 @pytest.fixture(scope="session")
 def tiny_baichuan2_alibi(tmp_path_factory, tiny_llama) -> Path:
     from remote_models import build_baichuan2
 
-    return build_baichuan2(tmp_path_factory.mktemp("baichuan2-13b") / "model", tiny_llama, alibi=True)
+    return build_baichuan2(tmp_path_factory.mktemp("baichuan2-13b") / "Baichuan2-13B-tiny", tiny_llama, alibi=True)
 
 
 @pytest.fixture(scope="session")
@@ -224,7 +224,7 @@ def tiny_baichuan2_spm(tmp_path_factory) -> Path:
     """Baichuan2 with its own sentencepiece BaichuanTokenizer (remote code), as upstream ships it."""
     from remote_models import build_baichuan2
 
-    return build_baichuan2(tmp_path_factory.mktemp("baichuan2-spm") / "model", None)
+    return build_baichuan2(tmp_path_factory.mktemp("baichuan2-spm") / "Baichuan2-7B-spm-tiny", None)
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ def models_detect(
     model: str = typer.Argument(..., help="A model folder, or tiny:llama / tiny:gemma."),
     as_json: bool = JSON_OPTION,
 ):
-    """Which family a model folder belongs to, the defaults a run would get, and why."""
+    """Which family a model folder belongs to, the defaults `lfkit run` would give it, and why (or why not)."""
     from lfkit.plugins.defaults import defaults_for
     from lfkit.plugins.detect import detect, remote_code_files
     from lfkit.recipes.validate import read_config_json, resolve_model
@@ -85,7 +85,7 @@ def models_detect(
     console.print(f"[bold]{family.name}[/bold]  (from {detection.plugin})", highlight=False)
     console.print(f"why: {report['why']}", highlight=False)
     for key, value in report["train_defaults"].items():
-        console.print(f"{key}: {value}   (unless you give {key}=)", highlight=False)
+        console.print(f"{key}: {value}   (lfkit run's default unless you give {key}=)", highlight=False)
     if report["remote_code"]:
         console.print(
             f"remote code: runs {', '.join(report['remote_code_files'])}; needs trust_remote_code=true", highlight=False

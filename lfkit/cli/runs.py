@@ -55,13 +55,17 @@ def runs_command(
 
 
 def _differences(record: dict, recipe) -> list[tuple[str, str, str]]:
-    """(step, key, value) of resolved arguments a user gave or changed against the recipe's own."""
+    """(step, key, value) of resolved arguments a user gave or changed against the recipe's own
+    (those lfkit resolved itself are notes, shown apart with their why)."""
     out = []
     steps = {s.name: s for s in recipe.steps} if recipe else {}
     for name, step in (record.get("plan") or {}).items():
         own = steps[name].args if name in steps else {}
         given = {**(step.get("args") or {}), **(step.get("lfkit_args") or {})}
+        resolved = {note.partition(":")[0] for note in step.get("notes") or []}  # shown with their why
         for key, value in given.items():
+            if key in resolved:
+                continue
             base = own.get(key)
             templated = isinstance(base, str) and "${" in base
             if key not in own or (not templated and base != value):
@@ -96,7 +100,10 @@ def show_command(folder: Path = typer.Argument(..., help="A run folder (output_d
         str(p.relative_to(folder)): p for p in sorted(folder.rglob("metrics.json")) if "checkpoint" not in str(p)
     }
     plots = [str(p) for p in sorted(folder.rglob("*.png")) if "checkpoint" not in str(p)]
-    info = {**describe(folder), "steps": steps, "changed": _differences(record, recipe), "plots": plots,
+    # What lfkit resolved on its own (recipe defaults of a model family, auto precision), with the why.
+    notes = {name: list(step.get("notes") or []) for name, step in (record.get("plan") or {}).items()}
+    info = {**describe(folder), "steps": steps, "changed": _differences(record, recipe),
+            "notes": {name: n for name, n in notes.items() if n}, "plots": plots,
             "metrics": {k: read_record(v.parent, v.name) for k, v in metrics.items()}}  # fmt: skip
     if as_json:
         print_json(info)
@@ -108,6 +115,9 @@ def show_command(folder: Path = typer.Argument(..., help="A run folder (output_d
           [(s["step"], s["status"], _clock(s["seconds"]), s["result"]) for s in steps])  # fmt: skip
     if info["changed"]:
         table("arguments that differ from the recipe", ["step", "key", "value"], info["changed"])
+    for name, step_notes in info["notes"].items():
+        for note in step_notes:
+            console.print(f"resolved by lfkit, step {name}: {note}", highlight=False)
     for name, data in info["metrics"].items():
         figures = {k: v for k, v in (data or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if figures:
