@@ -152,8 +152,8 @@ def run_recipe(
                 "recipe": plan.recipe.name,
                 "output_dir": str(plan.output_dir) if plan.output_dir else None,
                 "steps": [
-                    {"name": name, **step, **({"memory": memory[name]} if name in memory else {})}
-                    for name, step in plan_dict(plan).items()
+                    {"name": step_name, **step, **({"memory": memory[step_name]} if step_name in memory else {})}
+                    for step_name, step in plan_dict(plan).items()
                 ],
             }
         )
