@@ -159,12 +159,15 @@ def test_detect_says_which_llama2_evidence_a_llama3_folder_lacks(tmp_path):
         "not llama2: its tokenizer has <|begin_of_text|>, <|start_header_id|>, which llama2 has not"
     )
     baichuan = _folder(tmp_path, "baichuan-7B")
-    text = run([BIN / "lfkit", "models", "detect", baichuan], env=clean_env())
-    assert text.returncode == 0, text.stderr
-    assert " ".join(text.stdout.split()) == (
-        f"{baichuan}: no family recognised (not baichuan2: config.json vocab_size is 64000, not 125696; "
-        "the folder name 'baichuan-7B' does not match 'baichuan-?2'); give template= and lora_target="
+    report = json.loads(run([BIN / "lfkit", "models", "detect", baichuan, "--json"], env=clean_env()).stdout)
+    assert report["family"] is None
+    assert report["why"] == (
+        "not baichuan2: config.json vocab_size is 64000, not 125696; "
+        "the folder name 'baichuan-7B' does not match 'baichuan-?2'"
     )
+    # the same words without --json, at a terminal width wide enough not to fold them
+    text = run([BIN / "lfkit", "models", "detect", baichuan], env=clean_env(COLUMNS="400"))
+    assert text.stdout.strip() == f"{baichuan}: no family recognised ({report['why']}); give template= and lora_target="
 
 
 def test_models_lists_what_llama2_is_recognised_by():
