@@ -9,8 +9,9 @@ from typing import Any
 
 from lfkit.errors import UsageError
 
-from . import jobs
+from . import jobs, submit
 from .options import JobOptions, split
+from .script import render
 
 
 class SlurmBackend:
@@ -33,9 +34,7 @@ class SlurmBackend:
         return cls(options), rest
 
     def ready(self) -> None:
-        from .submit import sbatch_path
-
-        sbatch_path()
+        submit.sbatch_path()
 
     @property
     def devices_per_node(self) -> int | None:
@@ -43,22 +42,15 @@ class SlurmBackend:
 
     def check(self, plan) -> dict[str, Any]:
         """The job script the plan would run as (checked for what cannot run in a batch job)."""
-        from .script import render
-        from .submit import refuse_unrunnable
-
-        refuse_unrunnable(plan)
+        submit.refuse_unrunnable(plan)
         return {"job_script": render(plan.output_dir, plan.recipe.name, self.options, sys.executable)}
 
     def run(self, plan, overwrite: bool, echo: Callable[[str], None], **runner_options: Any) -> str:
-        from .submit import submit
-
-        return submit(plan, self.options, overwrite)
+        return submit.submit(plan, self.options, overwrite)
 
     @staticmethod
     def guard(folder: Path, record: dict) -> None:
-        from .submit import guard
-
-        guard(folder, record)
+        submit.guard(folder, record)
 
     def state(self, folder: Path) -> str | None:
         return jobs.status(folder)["status"]
