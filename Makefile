@@ -22,10 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/install-slurm.sh
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/python scripts/lint_imports.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/startup.py --max-ratio 1.3

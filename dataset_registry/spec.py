@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lfkit.errors import UsageError
 
@@ -37,6 +37,7 @@ SHAREGPT_DEFAULTS = {
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    lfkit_record: ClassVar[str] = "dataset"  # what the plugin manager checks register() against
     file: Path
     formatting: str = "alpaca"
     columns: dict[str, str] = field(default_factory=dict)

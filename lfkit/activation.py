@@ -43,9 +43,9 @@ def activate() -> None:
     _active = True
     if os.environ.get("LFKIT_WORKER_REPORTS") and os.environ.get("RANK"):
         # A torchrun worker of a step lfkit started: leave its patch statuses for run.json.
-        from .launching import workers
+        from . import worker_report
 
-        workers.arm()
+        worker_report.arm()
     if TRIGGER_ROOTS & sys.modules.keys():
         _load_plugins()
     else:

@@ -10,7 +10,6 @@ from typing import Any
 from . import __version__, problems
 from .activation import is_active
 from .patching import Status, distribution_version
-from .platform_detect import detect_platform
 
 PACKAGES = (
     "torch",
@@ -55,17 +54,15 @@ def activation_report() -> dict[str, Any]:
     }
 
 
-def collect(manager) -> dict[str, Any]:
+def collect(manager, platform, bitsandbytes: dict[str, Any]) -> dict[str, Any]:
+    """The report of ``platform`` (``detect_platform(with_gpus=True)``); ``bitsandbytes`` is the ROCm
+    fixes' own section, which the CLI asks them for."""
     patches = []
     for state in manager.patches.states.values():
         entry = state.as_dict()
         if state.status is Status.WAITING:
             entry["detail"] = manager.patches.verdict(state)
         patches.append(entry)
-    from lfkit.rocm_patches import bitsandbytes_pin
-
-    platform = detect_platform(with_gpus=True)
-    bitsandbytes = bitsandbytes_pin.doctor_report(platform.kind, manager.patches.states.get(bitsandbytes_pin.PATCH.id))
     return {
         "lfkit": __version__,
         "python": sys.version.split()[0],

@@ -91,24 +91,20 @@ class _PluginManager(pluggy.PluginManager):
         return opts
 
 
+# The core checks registered records by the kind their class declares (``lfkit_record``), not by
+# importing the feature that defines them: imports point from the features down to the core.
 def _check_dataset(value: Any) -> None:
-    from .dataset_registry.spec import DatasetSpec
-
-    if not isinstance(value, DatasetSpec):
+    if getattr(type(value), "lfkit_record", None) != "dataset":
         raise TypeError(f"register(name, spec) takes an lfkit.dataset_registry.DatasetSpec, got {type(value).__name__}")
 
 
 def _check_family(value: Any) -> None:
-    from .plugins.family import ModelFamily
-
-    if not isinstance(value, ModelFamily):
+    if getattr(type(value), "lfkit_record", None) != "family":
         raise TypeError(f"register(name, family) takes an lfkit.plugins.ModelFamily, got {type(value).__name__}")
 
 
 def _check_recipe(value: Any) -> None:
-    from .recipes.spec import Recipe
-
-    if not isinstance(value, Recipe):
+    if getattr(type(value), "lfkit_record", None) != "recipe":
         raise TypeError(f"register(name, recipe) takes an lfkit.recipes.Recipe, got {type(value).__name__}")
 
 

@@ -18,9 +18,7 @@ What LLaMA-Factory does and the estimate follows:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .shapes import ModelShape
@@ -99,13 +97,13 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).strip().lower() in {"true", "1", "yes", "on"}
 
 
-def zero_config(path: Any) -> dict[str, Any]:
-    if not path:
+def zero_config(value: Any) -> dict[str, Any]:
+    """The ZeRO section of a step's DeepSpeed config (a preset or a file; resolution checked it already)."""
+    if not value:
         return {}
-    try:
-        return json.loads(Path(str(path)).read_text(encoding="utf-8")).get("zero_optimization") or {}
-    except (OSError, ValueError, AttributeError):
-        return {}
+    from lfkit.launching.deepspeed import config_path, read_config
+
+    return read_config(config_path(str(value))).get("zero_optimization") or {}
 
 
 def _offloaded(zero: dict[str, Any], key: str) -> bool:

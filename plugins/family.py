@@ -10,11 +10,12 @@ code runs, and stops early on a transformers that cannot load the family.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
 class ModelFamily:
+    lfkit_record: ClassVar[str] = "family"  # what the plugin manager checks register() against
     name: str
     template: str  # LLaMA-Factory chat template
     lora_target: str  # LLaMA-Factory lora_target (comma-separated module names)

@@ -17,7 +17,7 @@ from lfkit.atomic import write_json
 from lfkit.locking import locked
 from lfkit.paths import lfkit_home
 
-from .runner import RUN_FILE, read_record
+from .run_folder import RUN_FILE, read_record
 from .summary import key_metric
 
 STATUSES = ("finished", "failed", "interrupted", "running", "submitted")

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import shutil
@@ -27,23 +26,32 @@ from pathlib import Path
 from typing import Any
 
 from lfkit.atomic import write_json, write_text
-from lfkit.errors import UsageError
-from lfkit.launching import workers
-from lfkit.launching.torchrun import launcher_env, world_size
-from lfkit.locking import Busy, acquire
+from lfkit.launching.step_launch import launch_record, step_environment
 
 from . import inputs, outputs
 from .progress import StepProgress
 from .resolve import Plan, ResolvedStep, export_yaml
+from .run_folder import (
+    DEEPSPEED_FILE,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    LF_ARGS_FILE,
+    PATCH_REPORT,
+    RUN_FILE,
+    RUNNING,
+    Guard,
+    check_output_dir,
+    identity,
+    last_checkpoint,
+    lock_run_folder,
+    normal,
+    now,
+    read_record,
+    refuse_foreign,
+    versions,
+)
 from .step_process import LOG_FILE, StepProcess, Stopped, error_lines, stop_signals
-
-RUN_FILE = "run.json"
-LF_ARGS_FILE = "llamafactory.yaml"
-DEEPSPEED_FILE = "deepspeed.json"
-PATCH_REPORT = ".lfkit-patches.json"
-FINISHED, RUNNING, FAILED, INTERRUPTED = "finished", "running", "failed", "interrupted"
-SUBMITTED = "submitted"  # a Slurm job that has not started yet
-VERSIONS = ("lfkit", "llamafactory", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed")
 
 
 class StepFailed(RuntimeError):
@@ -56,170 +64,6 @@ class StepFailed(RuntimeError):
 
 class RunInterrupted(RuntimeError):
     """The run was stopped (Ctrl-C, SIGTERM) and marked interrupted; the same command continues it."""
-
-
-def read_record(folder: Path | None, name: str = RUN_FILE) -> dict | None:
-    """The JSON record ``name`` (run.json unless told) of a folder; None if absent or unreadable."""
-    if folder is None:
-        return None
-    path = Path(folder) / name
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def now() -> str:
-    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def _plan_record(plan: Plan) -> dict[str, Any]:
-    return {
-        s.name: {
-            "command": s.command,
-            "dir": str(s.dir) if s.dir else None,
-            "args": s.args,
-            "lfkit_args": s.lfkit_args,
-            "datasets": s.datasets,
-            "notes": s.notes,
-        }
-        for s in plan.steps
-    }
-
-
-def identity(plan: Plan) -> dict[str, Any]:
-    """What a run.json says of the run it belongs to: recipe, parameters, the whole plan."""
-    return {"recipe": plan.recipe.name, "params": _normal(plan.params), "plan": _normal(_plan_record(plan))}
-
-
-def plan_file(plan: Plan) -> dict[str, Any]:
-    """A resolved plan as JSON, for a run that goes on elsewhere (a Slurm job) exactly as it was resolved."""
-    return _normal(
-        {
-            "recipe": plan.recipe.name,
-            "description": plan.recipe.description,
-            "params": plan.params,
-            "output_dir": str(plan.output_dir) if plan.output_dir else None,
-            "steps": _plan_record(plan),
-        }
-    )
-
-
-def plan_from_file(data: dict[str, Any]) -> Plan:
-    from .spec import Recipe, Step
-
-    steps = [
-        ResolvedStep(
-            name,
-            s["command"],
-            Path(s["dir"]) if s.get("dir") else None,
-            dict(s["args"]),
-            dict(s.get("lfkit_args") or {}),
-            list(s.get("notes") or []),
-            dict(s.get("datasets") or {}),
-        )
-        for name, s in data["steps"].items()
-    ]
-    recipe = Recipe(data["recipe"], data.get("description", ""), {}, tuple(Step(s.name, s.command, {}) for s in steps))
-    out = data.get("output_dir")
-    return Plan(recipe, dict(data.get("params") or {}), Path(out) if out else None, steps)
-
-
-def _normal(data: Any) -> Any:
-    return json.loads(json.dumps(data, default=str))
-
-
-def _differences(old: dict, new: dict) -> list[str]:
-    diffs = []
-    for name in sorted(set(old) | set(new)):
-        a, b = old.get(name, {}), new.get(name, {})
-        for part in ("args", "lfkit_args"):
-            pa, pb = a.get(part, {}), b.get(part, {})
-            for key in sorted(set(pa) | set(pb)):
-                if pa.get(key) != pb.get(key):
-                    diffs.append(f"{name}.{key}: {pa.get(key)!r} -> {pb.get(key)!r}")
-        da, db = a.get("datasets", {}), b.get("datasets", {})
-        for dataset in sorted(set(da) | set(db)):
-            if (da.get(dataset) or {}).get("sha256") != (db.get(dataset) or {}).get("sha256"):
-                diffs.append(f"dataset {dataset} changed since the run started ({(db.get(dataset) or {}).get('file')})")
-    return diffs
-
-
-def refuse_finished(out: Path | None, overwrite: bool, record: dict | None = None) -> None:
-    """The cheap first check, before anything is imported: a finished run stays untouched."""
-    record = record if record is not None else read_record(out)
-    if record and record.get("status") == FINISHED and not overwrite:
-        raise UsageError(
-            f"output_dir {out} holds a finished run of {record.get('recipe')}; pass --overwrite to replace it"
-        )
-
-
-def refuse_foreign(out: Path | None) -> None:
-    """A non-empty folder that holds no lfkit run is never written into (checked before the lock file is made)."""
-    if out is None or not out.exists():
-        return
-    if not out.is_dir():
-        raise UsageError(f"output_dir {out} is a file")
-    if read_record(out) is None and not outputs.is_empty_run_folder(out):
-        raise UsageError(f"output_dir {out} holds files that are not an lfkit run; choose a new or empty folder")
-
-
-def lock_run_folder(out: Path) -> int:
-    """Create ``out`` if needed and lock it for this run; one UsageError line if that cannot be."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        return acquire(out / outputs.LOCK_FILE, blocking=False)
-    except Busy as busy:
-        raise UsageError(
-            f"output_dir {out} has a run in progress (pid {busy.holder or '?'}); wait for it or stop it first"
-        ) from None
-    except OSError as exc:
-        raise UsageError(f"output_dir {out}: cannot write there ({exc.strerror or exc})") from None
-
-
-def check_output_dir(plan: Plan, overwrite: bool) -> str:
-    """'fresh' or 'continue', with the folder locked; --overwrite clears the run's own files."""
-    out = plan.output_dir
-    if out is None or outputs.is_empty_run_folder(out):
-        return "fresh"
-    refuse_foreign(out)
-    record = read_record(out)
-    job = (record.get("slurm") or {}).get("job_id")
-    if job and os.environ.get("SLURM_JOB_ID") != str(job):
-        from lfkit.slurm.submit import refuse_active  # a submitted job of this folder that is not us
-
-        refuse_active(out)
-    if record.get("status") == SUBMITTED and not overwrite:
-        return "fresh"  # a Slurm job's first start: the folder holds only what the submission wrote
-    refuse_finished(out, overwrite, record)
-    if overwrite:
-        outputs.remove(out, outputs.removal(out))
-        return "fresh"
-    diffs = _differences(record.get("plan", {}), _normal(_plan_record(plan)))
-    if record.get("recipe") != plan.recipe.name or diffs:
-        what = diffs[0] if diffs else f"recipe {record.get('recipe')}"
-        raise UsageError(
-            f"output_dir {out} holds an unfinished run with other arguments ({what}); "
-            "run it with the same ones to continue, or pass --overwrite to start over"
-        )
-    unfinished = [s.dir for s in plan.steps if s.dir and (read_record(s.dir) or {}).get("status") != FINISHED]
-    outputs.keep_user_files(out, unfinished)
-    return "continue"
-
-
-def versions() -> dict[str, str | None]:
-    from lfkit.doctor import versions as installed_versions
-
-    return installed_versions(VERSIONS)
-
-
-def last_checkpoint(folder: Path) -> Path | None:
-    candidates = []
-    for child in folder.glob("checkpoint-*"):
-        suffix = child.name.rpartition("-")[2]
-        if child.is_dir() and suffix.isdigit() and (child / "trainer_state.json").is_file():
-            candidates.append((int(suffix), child))
-    return max(candidates)[1] if candidates else None
 
 
 def _fix_adapter_base(folder: Path, base: str | None) -> None:
@@ -269,8 +113,11 @@ class Runner:
         extra: dict[str, Any] | None = None,
         memory_plans: dict[str, dict] | None = None,
         verbose: bool = False,
+        guard: Guard | None = None,
     ) -> None:
         self.plan = plan
+        # The launch back ends' check that the folder's batch job (if any) is not queued or running.
+        self.guard = guard
         self.verbose = verbose  # stream each step's output (always kept in STEP/output.log)
         self.memory_plans = memory_plans or {}  # step -> its memory plan (lfkit.planning), kept in run.json
         self.echo = echo
@@ -282,7 +129,7 @@ class Runner:
         self.common = {**identity(plan), **(extra or {})}
 
     def _write(self, folder: Path, record: dict) -> None:
-        write_json(folder / RUN_FILE, _normal(record))
+        write_json(folder / RUN_FILE, normal(record))
 
     def run(self, overwrite: bool = False) -> list[dict]:
         root = self.plan.output_dir
@@ -300,7 +147,7 @@ class Runner:
             os.close(self.lock)
 
     def _run_locked(self, root: Path, overwrite: bool) -> list[dict]:
-        state = check_output_dir(self.plan, overwrite)
+        state = check_output_dir(self.plan, overwrite, self.guard)
         multi = not self.plan.recipe.single
         if multi:
             started = read_record(root) or {}
@@ -380,8 +227,7 @@ class Runner:
         began = time.monotonic()
         (folder / PATCH_REPORT).unlink(missing_ok=True)
         (folder / LOG_FILE).unlink(missing_ok=True)
-        launch = launcher_env(step.lfkit_args, args) if step.command == "train" else {}
-        workers.clear(folder)
+        launch = step_environment(step, args, folder)
         if step.command == "train" and self.on_train_step is not None:
             self.on_train_step(step, True)
         lock = getattr(self, "lock", None)
@@ -390,7 +236,7 @@ class Runner:
             folder,
             keep_fds=(lock,) if lock is not None else (),
             interactive=interactive,
-            extra_env={**launch, workers.REPORTS_ENV: str(folder), **memory_env(step, folder)},
+            extra_env={**launch, **memory_env(step, folder)},
             echo=progress is None,
         )
         try:
@@ -417,10 +263,7 @@ class Runner:
             report.unlink()
         if step.command == "train":
             record["memory"] = memory_record(folder, self.memory_plans.get(step.name))
-        if world_size(launch):
-            record["launch"] = {k: v for k, v in launch.items() if k != "FORCE_TORCHRUN"}
-            wait = 10 if code == 0 else 0  # a failed launch leaves what it left
-            record["workers"] = workers.collect(folder, expected=world_size(launch), wait_seconds=wait)
+        record.update(launch_record(step, folder, launch, code))
         if progress is not None:
             progress.finish(FINISHED if code == 0 else FAILED, record["seconds"])
             answer = read_record(folder, "answer.json") if step.command == "chat" and code == 0 else None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -61,6 +61,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Recipe:
+    lfkit_record: ClassVar[str] = "recipe"  # what the plugin manager checks register() against
     name: str
     description: str
     params: dict[str, Param]

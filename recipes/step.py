@@ -16,9 +16,9 @@ from pathlib import Path
 import yaml
 
 import lfkit  # noqa: F401 - activation, whether or not the .pth autoload is on
-from lfkit.launching.workers import patch_statuses
+from lfkit.worker_report import patch_statuses
 
-from .runner import LF_ARGS_FILE, PATCH_REPORT, RUN_FILE
+from .run_folder import LF_ARGS_FILE, PATCH_REPORT, RUN_FILE
 from .step_process import die_with_parent
 
 
@@ -78,7 +78,7 @@ def main() -> None:
     die_with_parent()
     folder = Path(sys.argv[1])
     if "--other-node" in sys.argv[2:]:
-        # Another node's share of a multi-node train step (see lfkit.slurm.node); node 0 reports.
+        # Another node's share of a multi-node train step (see lfkit.launching.slurm.node); node 0 reports.
         _llamafactory("train", folder / LF_ARGS_FILE)
         return
     try:

@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from .runner import RUN_FILE, read_record
+from .run_folder import RUN_FILE, read_record
 
 
 def _json(path: Path) -> dict[str, Any] | None:

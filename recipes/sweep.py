@@ -23,17 +23,8 @@ from lfkit.errors import UsageError
 
 from . import outputs
 from .resolve import Plan, parse_assignments, resolve
-from .runner import (
-    FAILED,
-    FINISHED,
-    INTERRUPTED,
-    SUBMITTED,
-    RunInterrupted,
-    Runner,
-    StepFailed,
-    lock_run_folder,
-    read_record,
-)
+from .run_folder import FAILED, FINISHED, INTERRUPTED, SUBMITTED, lock_run_folder, read_record
+from .runner import RunInterrupted, StepFailed
 from .spec import Recipe, Step
 
 SWEEP_FILE = "sweep.json"
@@ -216,14 +207,15 @@ class Sweep:
         doomed.update(outputs.removal(self.out, SWEEP_OUTPUTS + tuple(checked)))
         outputs.remove(self.out, doomed)
 
-    def run(self, plans: list[Plan], echo) -> list[dict]:
+    def run(self, plans: list[Plan], backend, echo) -> list[dict]:
+        """Each variant in turn on ``backend`` (a launch back end that runs here)."""
         lock = lock_run_folder(self.out)
         try:
-            return self._run(plans, echo)
+            return self._run(plans, backend, echo)
         finally:
             os.close(lock)
 
-    def _run(self, plans: list[Plan], echo) -> list[dict]:
+    def _run(self, plans: list[Plan], backend, echo) -> list[dict]:
         write_json(self.out / SWEEP_FILE, self.record("running"))
         failed = []
         for name, plan in zip(self.names, plans, strict=True):
@@ -233,7 +225,7 @@ class Sweep:
                 continue
             echo(f"lfkit: variant {name}")
             try:
-                Runner(plan, echo=echo).run()
+                backend.run(plan, overwrite=False, echo=echo)
             except StepFailed as exc:
                 failed.append(name)
                 echo(f"lfkit: variant {name} failed: {exc}" + (f" ({exc.lines[-1]})" if exc.lines else ""))
@@ -255,17 +247,14 @@ class Sweep:
             )
         return rows
 
-    def submit(self, plans: list[Plan], options, echo) -> list[dict] | None:
-        """--slurm: one job per variant, and back at once. Run again once the jobs have ended, the
-        same command collects the table; run again after that, it resubmits the failed variants."""
-        from lfkit.slurm.jobs import status
-        from lfkit.slurm.submit import submit
-
+    def submit(self, plans: list[Plan], backend, echo) -> list[dict] | None:
+        """On a batch back end (--slurm): one job per variant, and back at once. Run again once the jobs
+        have ended, the same command collects the table; run again after that, it resubmits the failed variants."""
         lock = lock_run_folder(self.out)
         try:
             previous = read_record(self.out, SWEEP_FILE) or {}
             states = {
-                name: status(plan.output_dir)["status"] if read_record(plan.output_dir) else None
+                name: backend.state(plan.output_dir) if read_record(plan.output_dir) else None
                 for name, plan in zip(self.names, plans, strict=True)
             }
             active = [name for name, state in states.items() if state in ("pending", "running")]
@@ -282,7 +271,7 @@ class Sweep:
                 if states[name] == FINISHED:
                     echo(f"lfkit: variant {name}: finished earlier, kept")
                     continue
-                jobs[name] = submit(plan, options)
+                jobs[name] = backend.run(plan, overwrite=False, echo=echo)
                 echo(f"lfkit: variant {name}: job {jobs[name]}")
             write_json(self.out / SWEEP_FILE, {**self.record(SUBMITTED), "jobs": jobs})
             echo(f"lfkit: run the same command again once the jobs have ended to collect the table ({self.out})")

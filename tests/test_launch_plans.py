@@ -8,8 +8,8 @@ import pytest
 from conftest import BIN, clean_env, run
 from lfkit.errors import UsageError
 from lfkit.launching import deepspeed
-from lfkit.slurm import jobs, options, script
-from lfkit.slurm.node import fix_device_masks
+from lfkit.launching.slurm import jobs, options, script
+from lfkit.launching.slurm.node import fix_device_masks
 
 LFKIT = BIN / "lfkit"
 
@@ -110,7 +110,7 @@ def test_the_job_script_reads_as_a_script(tmp_path):
     assert "source ~/load_torch2.1_py3.sh" in lines
     assert lines.index("source ~/load_torch2.1_py3.sh") < next(i for i, x in enumerate(lines) if x.startswith("srun"))
     assert 'NODE_RANK="$SLURM_PROCID"' in text and 'NNODES="$SLURM_NTASKS"' in text
-    assert f"/venv/bin/python -m lfkit.slurm.node {tmp_path}" in text
+    assert f"/venv/bin/python -m lfkit.launching.slurm.node {tmp_path}" in text
     assert "export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))" in text
     fixed = script.render(tmp_path, "r", options.split(["master_port=29555"])[1], "/venv/bin/python")
     assert "export MASTER_PORT=29555" in fixed

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
+from .app import manager
 from .output import console, fail, print_json, table
 
 data_app = typer.Typer(help="Prepare and register datasets for LLaMA-Factory.", no_args_is_help=True)
@@ -14,14 +15,8 @@ prepare_app = typer.Typer(help="Convert a raw table into LLaMA-Factory splits.",
 data_app.add_typer(prepare_app, name="prepare")
 
 
-def _manager():
-    from .main import _manager as manager
-
-    return manager()
-
-
 def list_datasets(as_json: bool) -> None:
-    rows = [entry.value.as_dict(entry.name) | {"plugin": entry.plugin} for entry in _manager().datasets.entries()]
+    rows = [entry.value.as_dict(entry.name) | {"plugin": entry.plugin} for entry in manager().datasets.entries()]
     if as_json:
         print_json(rows)
         return
@@ -143,7 +138,7 @@ def add_dataset(
         for key in tags:
             if key not in SHAREGPT_TAGS:
                 raise UsageError(f"unknown tag key {key!r}: one of {', '.join(SHAREGPT_TAGS)}")
-        spec = add.add(name, file, formatting, columns, tags, _manager().datasets, replace=replace)
+        spec = add.add(name, file, formatting, columns, tags, manager().datasets, replace=replace)
     except UsageError as exc:
         fail(str(exc))
     console.print(f"registered {name}: {spec.formatting}, file {spec.file}", highlight=False)
@@ -154,7 +149,7 @@ def remove_dataset(name: str = typer.Argument(..., help="A name registered with 
     """Forget a registered dataset name; its file stays where it is."""
     from ..dataset_registry import state
 
-    entry = _manager().datasets.get(name)
+    entry = manager().datasets.get(name)
     if entry is not None and entry.value.origin not in ("added", "prepared"):
         fail(f"dataset {name!r} comes from {entry.plugin}, not from `lfkit data`; it cannot be removed here")
     try:

@@ -8,19 +8,10 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from .main import app
+from .app import app
 from .output import console, fail
-from .recipes import (
-    ASSIGNMENTS,
-    CONFIG,
-    SBATCH_LINES,
-    SLURM,
-    get_recipe,
-    quiet_resolution,
-    run_failures,
-    run_recipe,
-    slurm_assignments,
-)
+from .recipe_args import ASSIGNMENTS, CONFIG, SBATCH_LINES, SLURM, choose_backend, get_recipe, quiet_resolution
+from .recipes import run_recipe
 
 EVAL_OPTION = typer.Option(..., "--eval", help="The test split every variant is measured on (a dataset name).")
 METRIC_OPTION = typer.Option("exact_match", "--metric", help="Rank by exact_match, precision, recall or f1.")
@@ -38,19 +29,14 @@ def evaluate(
 
 
 def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, overwrite, slurm, sbatch_lines):
+    from lfkit.recipes.failures import run_failures
     from lfkit.recipes.resolve import read_config
     from lfkit.recipes.sweep import Sweep, VariantsFailed, default_folder
 
     if metric not in METRICS:
         raise UsageError(f"--metric {metric}: one of {', '.join(METRICS)}")
-    options = None
-    if slurm:
-        from lfkit.slurm.submit import sbatch_path
-
-        sbatch_path()
-        assignments, options = slurm_assignments(assignments, sbatch_lines)
-    elif sbatch_lines:
-        raise UsageError("--sbatch goes with --slurm")
+    backend, assignments = choose_backend(slurm, assignments, sbatch_lines)
+    backend.ready()
     recipe = get_recipe(recipe_name).value
     given = read_config(config)
     key = {"grid": grid, "params": sorted(assignments or []), "config": given, "eval": dataset}
@@ -58,12 +44,12 @@ def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, 
     sweep = Sweep(recipe, grid, assignments or [], given, dataset, out, metric)
     sweep.check_folder(overwrite)
     with quiet_resolution():
-        plans = sweep.plans(options.devices_per_node if options else None)
+        plans = sweep.plans(backend.devices_per_node)
     console.print(f"lfkit: {len(plans)} variants of {recipe_name} -> {out}", highlight=False)
     echo = lambda line: console.print(line, highlight=False)  # noqa: E731
     try:
         with run_failures():
-            sweep.submit(plans, options, echo) if options else sweep.run(plans, echo)
+            sweep.submit(plans, backend, echo) if backend.batch else sweep.run(plans, backend, echo)
     except VariantsFailed as exc:
         fail(str(exc), code=1)
 

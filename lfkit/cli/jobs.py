@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .main import JSON_OPTION, app
+from .app import JSON_OPTION, app
 from .output import console, print_json, table
 
 FOLDER = typer.Argument(..., help="The run folder (output_dir).")
@@ -17,7 +17,7 @@ FOLDER = typer.Argument(..., help="The run folder (output_dir).")
 @app.command("status")
 def status_command(folder: Path = FOLDER, as_json: bool = JSON_OPTION):
     """Where a run stands: pending, running, finished, failed or cancelled, with each step's state."""
-    from lfkit.slurm.jobs import status
+    from lfkit.launching.slurm.jobs import status
 
     info = status(folder)
     if as_json:
@@ -30,10 +30,10 @@ def status_command(folder: Path = FOLDER, as_json: bool = JSON_OPTION):
 
 
 def _log_of(folder: Path) -> Path | None:
-    from lfkit.recipes.runner import read_record
+    from lfkit.launching.slurm.jobs import job_id_of
+    from lfkit.launching.slurm.script import job_log
+    from lfkit.recipes.run_folder import read_record
     from lfkit.recipes.step_process import LOG_FILE
-    from lfkit.slurm.jobs import job_id_of
-    from lfkit.slurm.script import job_log
 
     record = read_record(folder)
     job = job_id_of(record)
@@ -50,7 +50,7 @@ def logs_command(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
 ):
     """Print a run's log: the Slurm job's output, or the latest step's output.log."""
-    from lfkit.slurm.jobs import status
+    from lfkit.launching.slurm.jobs import status
 
     info = status(folder)
     log = _log_of(folder)
@@ -75,7 +75,7 @@ def logs_command(
 @app.command("cancel")
 def cancel_command(folder: Path = FOLDER):
     """Cancel a submitted run's Slurm job; `lfkit run ... --slurm` again continues it from its last checkpoint."""
-    from lfkit.slurm.jobs import cancel
+    from lfkit.launching.slurm.jobs import cancel
 
     job = cancel(folder)
     console.print(f"lfkit: cancelled job {job}; submit the same command again to continue from the last checkpoint")

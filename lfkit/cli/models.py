@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
-from .main import JSON_OPTION, _manager
+from .app import JSON_OPTION, manager
 from .output import console, print_json, table
 
 models_app = typer.Typer(
@@ -22,7 +22,7 @@ def models_list(ctx: typer.Context, as_json: bool = JSON_OPTION):
         return
     from lfkit.plugins.family import recognised_by
 
-    entries = _manager().models.in_registration_order()
+    entries = manager().models.in_registration_order()
     if as_json:
         print_json([{**e.value.as_dict(), "plugin": e.plugin} for e in entries])
         return
@@ -60,7 +60,7 @@ def models_detect(
     if not (path / "config.json").is_file():
         raise UsageError(f"{path} holds no model (no config.json in the folder)")
     read_config_json(path, "model")
-    detection = detect(path, _manager().models.in_registration_order())
+    detection = detect(path, manager().models.in_registration_order())
     family = detection.family
     report = {
         "path": str(path.resolve()),

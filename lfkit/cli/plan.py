@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 
 from ..errors import UsageError
-from .main import JSON_OPTION, app
+from .app import JSON_OPTION, app
 from .output import console, print_json
-from .recipes import ASSIGNMENTS, CONFIG, SBATCH_LINES, plan_for, quiet_resolution, slurm_assignments
+from .recipe_args import ASSIGNMENTS, CONFIG, SBATCH_LINES, choose_backend, plan_for, quiet_resolution
 
 
 def gib(value: int | None) -> str:
@@ -112,13 +112,8 @@ def plan_command(
 
     Give gpu_memory=16GiB to plan for a card this machine does not have (a login node).
     """
-    devices = None
-    assignments = list(assignments or [])
-    if slurm:
-        assignments, job = slurm_assignments(assignments, sbatch_lines)
-        devices = job.devices_per_node
-    elif sbatch_lines:
-        raise UsageError("--sbatch goes with --slurm")
+    backend, assignments = choose_backend(slurm, assignments, sbatch_lines)
+    devices = backend.devices_per_node
     if not any(a.partition("=")[0].strip() == "output_dir" for a in assignments):
         # a plan writes nothing; the recipe's folder only has to be named
         assignments.append(f"output_dir={Path(tempfile.gettempdir()) / 'lfkit-plan-unused'}")

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import logging
-import os
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -15,8 +10,18 @@ import yaml
 
 from ..atomic import write_text
 from ..errors import UsageError
-from .main import JSON_OPTION, _manager, app
-from .output import console, error_line, print_json, table
+from .app import JSON_OPTION, app, manager
+from .output import console, print_json, table
+from .recipe_args import (
+    ASSIGNMENTS,
+    CONFIG,
+    NO_PREFLIGHT,
+    SBATCH_LINES,
+    SLURM,
+    choose_backend,
+    get_recipe,
+    plan_for,
+)
 
 recipes_app = typer.Typer(
     help="List, show and export recipes (LLaMA-Factory train / export / chat runs by name).",
@@ -24,102 +29,13 @@ recipes_app = typer.Typer(
     no_args_is_help=False,
 )
 
-ASSIGNMENTS = typer.Argument(
-    None,
-    help="Parameters and LLaMA-Factory keys as key=value (STEP.key=value for one step); with --slurm also "
-    "partition= nodes= gres= cpus_per_task= time= account= qos= setup= master_port=.",
-)
-SLURM = typer.Option(
-    False, "--slurm", help="Submit as a Slurm batch job (job.sbatch in output_dir) and return at once."
-)
-SBATCH_LINES = typer.Option(None, "--sbatch", help="An extra #SBATCH option for --slurm, e.g. --sbatch=--mem=64G.")
-NO_PREFLIGHT = typer.Option(
-    False, "--no-preflight", help="Run even when the memory plan says a train step will not fit the card."
-)
-CONFIG = typer.Option(None, "--config", "-c", help="A YAML file of key: value, applied before the key=value arguments.")
-
-
-def get_recipe(name: str):
-    entry = _manager().recipes.get(name)
-    if entry is None:
-        names = _manager().recipes.names()
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(names)}"
-        raise UsageError(f"unknown recipe {name!r} ({hint})")
-    return entry
-
-
-def plan_for(name: str, assignments: list[str] | None, config: Path | None, on_output_dir=None, devices=None):
-    from lfkit.recipes.resolve import parse_assignments, read_config, resolve
-
-    recipe = get_recipe(name).value
-    with quiet_resolution():
-        return resolve(recipe, parse_assignments(assignments or []), read_config(config), on_output_dir, devices)
-
-
-def slurm_assignments(assignments: list[str] | None, sbatch_lines: list[str] | None):
-    """The recipe's key=value and the job's options; nproc_per_node and nnodes follow the request."""
-    from lfkit.slurm.options import split
-
-    rest, options = split(assignments or [], sbatch_lines)
-    keys = {item.partition("=")[0].strip() for item in rest}
-    if "nnodes" in keys or "node_rank" in keys:
-        raise UsageError("with --slurm, give nodes=N; each node's rank comes from the allocation")
-    if options.devices_per_node and "nproc_per_node" not in keys:
-        rest.append(f"nproc_per_node={options.devices_per_node}")
-    return rest, options
-
-
-@contextlib.contextmanager
-def quiet_resolution():
-    """While lfkit resolves a plan in its own process.
-
-    LLaMA-Factory logs to stdout from its first import: keep stdout for lfkit's own
-    output (--dry-run JSON), and its warnings out of a one-line error. The step
-    processes start after this and log as usual.
-    """
-    previous = os.environ.get("LLAMAFACTORY_VERBOSITY")
-    if previous is None:
-        os.environ["LLAMAFACTORY_VERBOSITY"] = "ERROR"
-    # DeepSpeed's logger writes to the stdout it finds at import, such as "Setting accelerator to
-    # CPU" on a login node without a GPU; nothing it says here concerns the plan.
-    deepspeed_logger = logging.getLogger("DeepSpeed")
-    was_disabled, deepspeed_logger.disabled = deepspeed_logger.disabled, True
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        deepspeed_logger.disabled = was_disabled
-        if previous is None:
-            os.environ.pop("LLAMAFACTORY_VERBOSITY", None)
-
-
-@contextlib.contextmanager
-def run_failures():
-    """A failed step: the lines of its log that name the error and where the whole log is (exit 1).
-    A stopped run: one line that says how to continue it (exit 130)."""
-    from lfkit.recipes.runner import RunInterrupted, StepFailed
-
-    try:
-        yield
-    except StepFailed as exc:
-        error_line(str(exc))
-        for line in exc.lines:
-            sys.stderr.write(f"  {line}\n")
-        if exc.log is not None:
-            sys.stderr.write(f"  full log: {exc.log}\n")
-        raise typer.Exit(1) from None
-    except RunInterrupted as exc:
-        sys.stderr.write(f"lfkit: interrupted: {exc}\n")
-        raise typer.Exit(130) from None
-
 
 @recipes_app.callback()
 def recipes_list(ctx: typer.Context, as_json: bool = JSON_OPTION):
     """List recipes: name, steps, required parameters, the plugin that brings each."""
     if ctx.invoked_subcommand is not None:
         return
-    entries = _manager().recipes.entries()
+    entries = manager().recipes.entries()
     if as_json:
         print_json([{**e.value.as_dict(), "plugin": e.plugin} for e in entries])
         return
@@ -207,68 +123,54 @@ def run_recipe(
     ),
 ):
     """Run a recipe by name: validate, check that each train step fits the card, run each step (or a Slurm job)."""
-    from lfkit.recipes.runner import Runner, refuse_finished
+    from lfkit.recipes.failures import run_failures
+    from lfkit.recipes.run_folder import plan_dict, refuse_finished
 
     from .plan import preflight, show_on_stderr, step_plans
 
-    if slurm and not dry_run:
-        return submit_recipe(name, assignments, config, overwrite, sbatch_lines, no_preflight)
-    if sbatch_lines and not slurm:
-        raise UsageError("--sbatch goes with --slurm")
-    job = None
-    if slurm:  # --dry-run --slurm: the plan the job would run and its script; nothing submitted
-        assignments, job = slurm_assignments(assignments, sbatch_lines)
+    backend, assignments = choose_backend(slurm, assignments, sbatch_lines)
+    if not dry_run:
+        backend.ready()
     plan = plan_for(
         name,
         assignments,
         config,
         lambda out: None if dry_run else refuse_finished(out, overwrite),
-        job.devices_per_node if job else None,
+        backend.devices_per_node,
     )
-    devices = job.devices_per_node if job else None
-    if dry_run:
+    devices = backend.devices_per_node
+    if dry_run:  # the plan (and with --slurm the job script); nothing runs, nothing is submitted
         memory = {}
         if any(s.command == "train" for s in plan.steps):
             plans = step_plans(plan, devices)
             show_on_stderr(plans)
             memory = {p.step: p.as_dict() for p in plans}
-        script = None
-        if job is not None:
-            from lfkit.slurm.script import render
-            from lfkit.slurm.submit import refuse_unrunnable
-
-            refuse_unrunnable(plan)
-            script = render(plan.output_dir, plan.recipe.name, job, sys.executable)
+        launch = backend.check(plan)
         print_json(
             {
-                **({"job_script": script} if script else {}),
+                **launch,
                 "recipe": plan.recipe.name,
                 "output_dir": str(plan.output_dir) if plan.output_dir else None,
                 "steps": [
-                    {
-                        "name": s.name,
-                        "command": s.command,
-                        "dir": str(s.dir) if s.dir else None,
-                        "args": s.args,
-                        "lfkit_args": s.lfkit_args,
-                        "notes": s.notes,
-                        "datasets": s.datasets,
-                        **({"memory": memory[s.name]} if s.name in memory else {}),
-                    }
-                    for s in plan.steps
+                    {"name": step_name, **step, **({"memory": memory[step_name]} if step_name in memory else {})}
+                    for step_name, step in plan_dict(plan).items()
                 ],
             }
         )
         return
     plans = preflight(plan, devices, no_preflight)
+    if backend.batch:
+        submitted(plan, backend, backend.run(plan, overwrite, echo=_echo))
+        return
     with run_failures():
-        records = Runner(
-            plan,
-            echo=lambda line: console.print(line, highlight=False),
-            memory_plans={p.step: p.as_dict() for p in plans},
-            verbose=verbose,
-        ).run(overwrite=overwrite)
+        records = backend.run(
+            plan, overwrite, echo=_echo, memory_plans={p.step: p.as_dict() for p in plans}, verbose=verbose
+        )
     show_summary(plan, records)
+
+
+def _echo(line: str) -> None:
+    console.print(line, highlight=False)
 
 
 def show_summary(plan, records) -> None:
@@ -287,28 +189,18 @@ def show_summary(plan, records) -> None:
         console.print(f"next: {command}", highlight=False, soft_wrap=True)
 
 
-def submit_recipe(name, assignments, config, overwrite, sbatch_lines, no_preflight=False) -> str:
-    """``lfkit run ... --slurm``: resolve and check here, where the user is; the job runs the same plan."""
-    from lfkit.recipes.runner import refuse_finished
-    from lfkit.slurm.submit import sbatch_path, submit
-
-    sbatch_path()
-    rest, options = slurm_assignments(assignments, sbatch_lines)
-    plan = plan_for(name, rest, config, lambda out: refuse_finished(out, overwrite), options.devices_per_node)
-    from .plan import preflight
-
-    preflight(plan, options.devices_per_node, no_preflight)
-    job_id = submit(plan, options, overwrite)
+def submitted(plan, backend, job_id: str) -> None:
+    """What a user needs after a batch submission: the job and how to follow it."""
     tokenized = [s.args.get("tokenized_path") for s in plan.steps if s.command == "train"]
-    if options.nodes > 1 and not any(t and Path(t).exists() for t in tokenized):
+    nodes = getattr(backend.options, "nodes", 1)
+    if nodes > 1 and not any(t and Path(t).exists() for t in tokenized):
         console.print(
             "lfkit: hint: every node tokenizes the data before the workers meet; for a large dataset tokenize "
             "once (a one-node run with tokenized_path=DIR) and pass tokenized_path=DIR here",
             highlight=False,
         )
     console.print(
-        f"lfkit: submitted job {job_id} ({plan.recipe.name}, {options.nodes} node(s)) -> {plan.output_dir}\n"
+        f"lfkit: submitted job {job_id} ({plan.recipe.name}, {nodes} node(s)) -> {plan.output_dir}\n"
         f"       follow it: lfkit status {plan.output_dir}  |  lfkit logs -f {plan.output_dir}",
         highlight=False,
     )
-    return job_id

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
-from .main import JSON_OPTION, _manager, app
+from .app import JSON_OPTION, app, manager
 from .output import console, print_json, table
 
 
@@ -77,14 +77,14 @@ def _differences(record: dict, recipe) -> list[tuple[str, str, str]]:
 def show_command(folder: Path = typer.Argument(..., help="A run folder (output_dir)."), as_json: bool = JSON_OPTION):
     """One run: its steps and results, the arguments that differ from the recipe, metrics and plots."""
     from lfkit.recipes.history import describe, is_run_folder
-    from lfkit.recipes.runner import RUN_FILE, read_record
+    from lfkit.recipes.run_folder import RUN_FILE, read_record
     from lfkit.recipes.summary import key_result
 
     folder = folder.expanduser().resolve()
     if not (folder / RUN_FILE).is_file() or not is_run_folder(folder):
         raise UsageError(f"{folder} is not an lfkit run folder (no run.json of a run)")
     record = read_record(folder) or {}
-    entry = _manager().recipes.get(record.get("recipe"))
+    entry = manager().recipes.get(record.get("recipe"))
     recipe = entry.value if entry is not None else None
     single = "step" in record
     steps = []

@@ -70,7 +70,7 @@ def job_id_of(record: dict | None) -> str | None:
 
 
 def status(folder: Path) -> dict:
-    from lfkit.recipes.runner import read_record
+    from lfkit.recipes.run_folder import read_record
 
     record = read_record(folder)
     if record is None:
@@ -100,7 +100,7 @@ def _local(record: dict) -> str:
 
 def cancel(folder: Path) -> str:
     from lfkit.atomic import write_json
-    from lfkit.recipes.runner import RUN_FILE, now, read_record
+    from lfkit.recipes.run_folder import RUN_FILE, now, read_record
 
     record = read_record(folder)
     job = job_id_of(record)

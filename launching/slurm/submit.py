@@ -19,9 +19,8 @@ from lfkit.atomic import write_json, write_text
 from lfkit.errors import UsageError
 
 from . import jobs
-from .node import JOB_FILE
 from .options import JobOptions
-from .script import SCRIPT, job_log, render
+from .script import JOB_FILE, SCRIPT, job_log, render
 
 
 def sbatch_path() -> str:
@@ -57,7 +56,7 @@ def test_only(sbatch: str, text: str) -> None:
 
 
 def refuse_active(out: Path) -> None:
-    from lfkit.recipes.runner import read_record
+    from lfkit.recipes.run_folder import read_record
 
     job = jobs.job_id_of(read_record(out))
     if job is not None:
@@ -66,10 +65,17 @@ def refuse_active(out: Path) -> None:
             raise UsageError(f"output_dir {out} has job {job} {state.lower()}; wait for it or `lfkit cancel {out}`")
 
 
+def guard(out: Path, record: dict) -> None:
+    """A folder whose job is queued or running is refused, unless this process is that job."""
+    job = jobs.job_id_of(record)
+    if job and os.environ.get("SLURM_JOB_ID") != str(job):
+        refuse_active(out)
+
+
 def submit(plan, options: JobOptions, overwrite: bool = False) -> str:
     """Submit ``plan`` as one job; its id. A run that stopped before finishing is continued by the job."""
     from lfkit.recipes import outputs
-    from lfkit.recipes.runner import (
+    from lfkit.recipes.run_folder import (
         RUN_FILE,
         SUBMITTED,
         check_output_dir,
@@ -93,7 +99,7 @@ def submit(plan, options: JobOptions, overwrite: bool = False) -> str:
 
     lock = lock_run_folder(out)
     try:
-        state = check_output_dir(plan, overwrite)
+        state = check_output_dir(plan, overwrite, guard=guard)
         previous = read_record(out) if state == "continue" else None
         write_json(out / JOB_FILE, {"plan": plan_file(plan), "options": options.as_dict(), "python": sys.executable})
         write_text(out / SCRIPT, text)

@@ -1,6 +1,6 @@
 """The job script: readable sbatch text that ``sbatch OUTPUT_DIR/job.sbatch`` runs as it is.
 
-One srun task per node. Every task runs ``python -m lfkit.slurm.node OUTPUT_DIR``:
+One srun task per node. Every task runs ``python -m lfkit.launching.slurm.node OUTPUT_DIR``:
 node 0 runs the recipe's steps as ``lfkit run`` does, the other nodes start their
 share of each training step's workers. The rendezvous address and port are set
 once here, so every node agrees on them.
@@ -14,6 +14,7 @@ from pathlib import Path
 from .options import JobOptions
 
 SCRIPT = "job.sbatch"
+JOB_FILE = "job.json"  # the plan the submission resolved, which the job runs as it is
 JOB_LOG = "slurm-%j.out"
 
 
@@ -60,7 +61,7 @@ def render(out: Path, recipe: str, options: JobOptions, python: str) -> str:
         "srun --kill-on-bad-exit=1 bash -c "
         + shlex.quote(
             'export NNODES="$SLURM_NTASKS" NODE_RANK="$SLURM_PROCID"; '
-            f"exec {shlex.quote(python)} -m lfkit.slurm.node {shlex.quote(str(out))}"
+            f"exec {shlex.quote(python)} -m lfkit.launching.slurm.node {shlex.quote(str(out))}"
         ),
         "",
     ]

@@ -1,4 +1,4 @@
-"""One srun task of an lfkit Slurm job: ``python -m lfkit.slurm.node OUTPUT_DIR``.
+"""One srun task of an lfkit Slurm job: ``python -m lfkit.launching.slurm.node OUTPUT_DIR``.
 
 Node 0 runs the plan the submission resolved (``job.json``) with the ordinary
 runner: it holds the run folder's lock, writes every run.json, and continues a
@@ -19,9 +19,8 @@ from pathlib import Path
 
 from lfkit.atomic import write_json
 
-from .script import job_log
+from .script import JOB_FILE, job_log
 
-JOB_FILE = "job.json"
 TICKET = ".lfkit-launch.json"
 POLL_SECONDS = 1.0
 
@@ -62,13 +61,12 @@ def _wait_ticket(folder: Path, current: str) -> dict:
 
 
 def lead(out: Path, job: dict) -> int:
-    import typer
-
-    import lfkit.cli.main  # noqa: F401 - first: lfkit.cli.recipes registers on main's app
-    from lfkit.cli.output import error_line
-    from lfkit.cli.recipes import run_failures
     from lfkit.errors import UsageError
-    from lfkit.recipes.runner import Runner, plan_from_file, read_record
+    from lfkit.recipes.failures import run_failures
+    from lfkit.recipes.run_folder import plan_from_file, read_record
+    from lfkit.recipes.runner import Runner
+
+    from ..backends import guard_all
 
     plan = plan_from_file(job["plan"])
     slurm = dict((read_record(out) or {}).get("slurm") or {})
@@ -78,11 +76,11 @@ def lead(out: Path, job: dict) -> int:
         slurm["log"] = str(job_log(out, job_id))
     try:
         with run_failures():  # the same lines and exit codes as `lfkit run`
-            Runner(plan, on_train_step=_ticket_writer(attempt()), extra={"slurm": slurm}).run()
-    except typer.Exit as exc:
-        return exc.exit_code
+            Runner(plan, on_train_step=_ticket_writer(attempt()), extra={"slurm": slurm}, guard=guard_all).run()
+    except SystemExit as exc:
+        return exc.code
     except UsageError as exc:
-        error_line(str(exc))
+        sys.stderr.write(f"lfkit: error: {' '.join(str(exc).split())}\n")
         return 2
     print(f"lfkit: {plan.recipe.name} finished -> {out}", flush=True)
     return 0
@@ -90,10 +88,10 @@ def lead(out: Path, job: dict) -> int:
 
 def follow(job: dict, node_rank: int) -> int:
     """Start this node's workers for each training step node 0 launches; nothing else."""
-    from lfkit.launching import workers
-    from lfkit.launching.torchrun import launcher_env
-    from lfkit.recipes.runner import plan_from_file
+    from lfkit.recipes.run_folder import plan_from_file
     from lfkit.recipes.step_process import StepProcess
+
+    from ..step_launch import step_environment
 
     current = attempt()
     for step in plan_from_file(job["plan"]).steps:
@@ -103,7 +101,7 @@ def follow(job: dict, node_rank: int) -> int:
         if not ticket.get("launch"):
             continue
         print(f"lfkit: node {node_rank}: workers of step {step.name}", flush=True)
-        env = {**launcher_env(step.lfkit_args, step.args), workers.REPORTS_ENV: str(step.dir)}
+        env = step_environment(step, step.args, step.dir, leader=False)
         argv = [sys.executable, "-m", "lfkit.recipes.step", str(step.dir), "--other-node"]
         process = StepProcess(argv, step.dir, extra_env=env, log_name=f"output-node{node_rank}.log")
         try:

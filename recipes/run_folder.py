@@ -1,0 +1,202 @@
+"""The run folder: one module that decides what a folder holds and what state its run is in.
+
+A run folder is an output_dir with a ``run.json`` (and, for a multi-step recipe, one
+sub-folder per step, each with its own). Everything that reads or guards a run folder
+goes through here: the runner while it runs, ``lfkit runs`` / ``show`` / ``status``, the
+summary, sweeps and the launch back ends (a Slurm job's node included), so every
+command gives the same answer.
+
+- its record (``read_record``), the statuses, the plan as JSON (``plan_dict``, one
+  form everywhere), the identity a run.json carries, the plan file a job runs;
+- the guards: a finished run is never overwritten without --overwrite, a folder of
+  other files is never written into, a run continues only with the same arguments and
+  data, one run per folder (an exclusive lock);
+- ``guard`` lets a launch back end refuse a folder whose job is still queued or running.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lfkit.errors import UsageError
+from lfkit.locking import Busy, acquire
+
+from . import outputs
+from .resolve import Plan, ResolvedStep
+
+RUN_FILE = "run.json"
+LF_ARGS_FILE = "llamafactory.yaml"
+DEEPSPEED_FILE = "deepspeed.json"
+PATCH_REPORT = ".lfkit-patches.json"
+FINISHED, RUNNING, FAILED, INTERRUPTED = "finished", "running", "failed", "interrupted"
+SUBMITTED = "submitted"  # a batch job (Slurm) that has not started yet
+VERSIONS = ("lfkit", "llamafactory", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed")
+
+
+def read_record(folder: Path | None, name: str = RUN_FILE) -> dict | None:
+    """The JSON record ``name`` (run.json unless told) of a folder; None if absent or unreadable."""
+    if folder is None:
+        return None
+    path = Path(folder) / name
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def plan_dict(plan: Plan) -> dict[str, Any]:
+    return {
+        s.name: {
+            "command": s.command,
+            "dir": str(s.dir) if s.dir else None,
+            "args": s.args,
+            "lfkit_args": s.lfkit_args,
+            "datasets": s.datasets,
+            "notes": s.notes,
+        }
+        for s in plan.steps
+    }
+
+
+def identity(plan: Plan) -> dict[str, Any]:
+    """What a run.json says of the run it belongs to: recipe, parameters, the whole plan."""
+    return {"recipe": plan.recipe.name, "params": normal(plan.params), "plan": normal(plan_dict(plan))}
+
+
+def plan_file(plan: Plan) -> dict[str, Any]:
+    """A resolved plan as JSON, for a run that goes on elsewhere (a Slurm job) exactly as it was resolved."""
+    return normal(
+        {
+            "recipe": plan.recipe.name,
+            "description": plan.recipe.description,
+            "params": plan.params,
+            "output_dir": str(plan.output_dir) if plan.output_dir else None,
+            "steps": plan_dict(plan),
+        }
+    )
+
+
+def plan_from_file(data: dict[str, Any]) -> Plan:
+    from .spec import Recipe, Step
+
+    steps = [
+        ResolvedStep(
+            name,
+            s["command"],
+            Path(s["dir"]) if s.get("dir") else None,
+            dict(s["args"]),
+            dict(s.get("lfkit_args") or {}),
+            list(s.get("notes") or []),
+            dict(s.get("datasets") or {}),
+        )
+        for name, s in data["steps"].items()
+    ]
+    recipe = Recipe(data["recipe"], data.get("description", ""), {}, tuple(Step(s.name, s.command, {}) for s in steps))
+    out = data.get("output_dir")
+    return Plan(recipe, dict(data.get("params") or {}), Path(out) if out else None, steps)
+
+
+def normal(data: Any) -> Any:
+    return json.loads(json.dumps(data, default=str))
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    diffs = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name, {}), new.get(name, {})
+        for part in ("args", "lfkit_args"):
+            pa, pb = a.get(part, {}), b.get(part, {})
+            for key in sorted(set(pa) | set(pb)):
+                if pa.get(key) != pb.get(key):
+                    diffs.append(f"{name}.{key}: {pa.get(key)!r} -> {pb.get(key)!r}")
+        da, db = a.get("datasets", {}), b.get("datasets", {})
+        for dataset in sorted(set(da) | set(db)):
+            if (da.get(dataset) or {}).get("sha256") != (db.get(dataset) or {}).get("sha256"):
+                diffs.append(f"dataset {dataset} changed since the run started ({(db.get(dataset) or {}).get('file')})")
+    return diffs
+
+
+def refuse_finished(out: Path | None, overwrite: bool, record: dict | None = None) -> None:
+    """The cheap first check, before anything is imported: a finished run stays untouched."""
+    record = record if record is not None else read_record(out)
+    if record and record.get("status") == FINISHED and not overwrite:
+        raise UsageError(
+            f"output_dir {out} holds a finished run of {record.get('recipe')}; pass --overwrite to replace it"
+        )
+
+
+def refuse_foreign(out: Path | None) -> None:
+    """A non-empty folder that holds no lfkit run is never written into (checked before the lock file is made)."""
+    if out is None or not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError(f"output_dir {out} is a file")
+    if read_record(out) is None and not outputs.is_empty_run_folder(out):
+        raise UsageError(f"output_dir {out} holds files that are not an lfkit run; choose a new or empty folder")
+
+
+def lock_run_folder(out: Path) -> int:
+    """Create ``out`` if needed and lock it for this run; one UsageError line if that cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return acquire(out / outputs.LOCK_FILE, blocking=False)
+    except Busy as busy:
+        raise UsageError(
+            f"output_dir {out} has a run in progress (pid {busy.holder or '?'}); wait for it or stop it first"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"output_dir {out}: cannot write there ({exc.strerror or exc})") from None
+
+
+# A launch back end's check of a folder's record: raises UsageError while the folder's job is queued or running.
+Guard = Callable[[Path, dict], None]
+
+
+def check_output_dir(plan: Plan, overwrite: bool, guard: Guard | None = None) -> str:
+    """'fresh' or 'continue', with the folder locked; --overwrite clears the run's own files."""
+    out = plan.output_dir
+    if out is None or outputs.is_empty_run_folder(out):
+        return "fresh"
+    refuse_foreign(out)
+    record = read_record(out)
+    if guard is not None:
+        guard(out, record)
+    if record.get("status") == SUBMITTED and not overwrite:
+        return "fresh"  # a Slurm job's first start: the folder holds only what the submission wrote
+    refuse_finished(out, overwrite, record)
+    if overwrite:
+        outputs.remove(out, outputs.removal(out))
+        return "fresh"
+    diffs = differences(record.get("plan", {}), normal(plan_dict(plan)))
+    if record.get("recipe") != plan.recipe.name or diffs:
+        what = diffs[0] if diffs else f"recipe {record.get('recipe')}"
+        raise UsageError(
+            f"output_dir {out} holds an unfinished run with other arguments ({what}); "
+            "run it with the same ones to continue, or pass --overwrite to start over"
+        )
+    unfinished = [s.dir for s in plan.steps if s.dir and (read_record(s.dir) or {}).get("status") != FINISHED]
+    outputs.keep_user_files(out, unfinished)
+    return "continue"
+
+
+def versions() -> dict[str, str | None]:
+    from lfkit.doctor import versions as installed_versions
+
+    return installed_versions(VERSIONS)
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    candidates = []
+    for child in folder.glob("checkpoint-*"):
+        suffix = child.name.rpartition("-")[2]
+        if child.is_dir() and suffix.isdigit() and (child / "trainer_state.json").is_file():
+            candidates.append((int(suffix), child))
+    return max(candidates)[1] if candidates else None
