@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lfkit.errors import UsageError
+from lfkit.recipes.runner import Runner
 
 
 class LocalBackend:
@@ -36,8 +37,6 @@ class LocalBackend:
         return {}
 
     def run(self, plan, overwrite: bool, echo: Callable[[str], None], **runner_options: Any) -> list[dict]:
-        from lfkit.recipes.runner import Runner
-
         return Runner(plan, echo=echo, guard=self.folder_guard, **runner_options).run(overwrite=overwrite)
 
     @staticmethod

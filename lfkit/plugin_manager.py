@@ -91,21 +91,16 @@ class _PluginManager(pluggy.PluginManager):
         return opts
 
 
-# The core checks registered records by the kind their class declares (``lfkit_record``), not by
-# importing the feature that defines them: imports point from the features down to the core.
-def _check_dataset(value: Any) -> None:
-    if getattr(type(value), "lfkit_record", None) != "dataset":
-        raise TypeError(f"register(name, spec) takes an lfkit.dataset_registry.DatasetSpec, got {type(value).__name__}")
+def _record_check(kind: str, usage: str):
+    """The check register() applies to a record: its class must declare ``lfkit_record = kind``.
+    The core checks the kind a class declares rather than importing the feature that defines it:
+    imports point from the features down to the core."""
 
+    def check(value: Any) -> None:
+        if getattr(type(value), "lfkit_record", None) != kind:
+            raise TypeError(f"{usage}, got {type(value).__name__}")
 
-def _check_family(value: Any) -> None:
-    if getattr(type(value), "lfkit_record", None) != "family":
-        raise TypeError(f"register(name, family) takes an lfkit.plugins.ModelFamily, got {type(value).__name__}")
-
-
-def _check_recipe(value: Any) -> None:
-    if getattr(type(value), "lfkit_record", None) != "recipe":
-        raise TypeError(f"register(name, recipe) takes an lfkit.recipes.Recipe, got {type(value).__name__}")
+    return check
 
 
 def _env_flag(name: str) -> bool:
@@ -125,9 +120,16 @@ class Manager:
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
         self.patches = PatchRegistry()
-        self.datasets = Registry("dataset", check=_check_dataset)
-        self.recipes = Registry("recipe", check=_check_recipe)
-        self.models = Registry("model family", check=_check_family)
+        self.datasets = Registry(
+            "dataset",
+            check=_record_check("dataset", "register(name, spec) takes an lfkit.dataset_registry.DatasetSpec"),
+        )
+        self.recipes = Registry(
+            "recipe", check=_record_check("recipe", "register(name, recipe) takes an lfkit.recipes.Recipe")
+        )
+        self.models = Registry(
+            "model family", check=_record_check("family", "register(name, family) takes an lfkit.plugins.ModelFamily")
+        )
         self.strict = _env_flag("LFKIT_STRICT_PLUGINS")
 
     @property
