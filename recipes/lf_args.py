@@ -18,6 +18,7 @@ import typing
 from typing import Any
 
 from lfkit.errors import UsageError
+from lfkit.installed_facts import llamafactory_files, remembered
 
 # Keys lfkit's side of a step reads; never passed to LLaMA-Factory's parser.
 LAUNCH_KEYS: dict[str, Any] = {
@@ -54,9 +55,39 @@ def _dataclasses(command: str) -> tuple[type, ...]:
     return ()
 
 
-@functools.lru_cache(maxsize=None)
-def known_keys(command: str) -> dict[str, Any]:
-    """key -> type for ``command``."""
+def _kind(tp: Any) -> Any:
+    """A JSON description of an annotation, as much of it as the value checks below use.
+
+    "any" | "none" | "bool" | "int" | "float" | "str" | "dict" | {"union": [...]} |
+    {"literal": [...]} | {"enum": [values]} | {"list": kind} | {"other": name}
+    """
+    if tp is Any or tp is None:
+        return "any"
+    if tp is type(None):
+        return "none"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if str in options and any(isinstance(o, type) and issubclass(o, enum.Enum) for o in options):
+            # transformers' `SchedulerType | str` and the like: the text must still name a member.
+            options = tuple(o for o in options if o is not str)
+        return {"union": [_kind(o) for o in options]}
+    if origin is typing.Literal:
+        return {"literal": list(typing.get_args(tp))}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return {"enum": [m.value if isinstance(m.value, (str, int, float, bool)) else str(m.value) for m in tp]}
+    for simple in (bool, int, float, str, dict):
+        if tp is simple:
+            return simple.__name__
+    if origin is dict:
+        return "dict"
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        return {"list": _kind(inner)}
+    return {"other": getattr(tp, "__name__", str(tp))}
+
+
+def _read_dataclasses(command: str) -> dict[str, Any]:
     keys: dict[str, Any] = {}
     for cls in _dataclasses(command):
         try:
@@ -65,8 +96,27 @@ def known_keys(command: str) -> dict[str, Any]:
             hints = {}
         for f in dataclasses.fields(cls):
             if f.init:
-                keys.setdefault(f.name, hints.get(f.name, f.type))
-    keys.update(LFKIT_KEYS.get(command, {}))
+                keys.setdefault(f.name, _kind(hints.get(f.name, f.type)))
+    return keys
+
+
+@functools.lru_cache(maxsize=None)
+def _lf_keys(command: str) -> dict[str, Any]:
+    """LLaMA-Factory's keys for ``command``: importing its argument classes pulls in torch,
+    transformers and peft, so they are read once per installed version (``installed_facts``)."""
+    every = remembered(
+        "llamafactory-args",
+        llamafactory_files(["hparams/*.py"]),
+        lambda: {name: _read_dataclasses(name) for name in LFKIT_KEYS},
+    )
+    return every[command]
+
+
+@functools.lru_cache(maxsize=None)
+def known_keys(command: str) -> dict[str, Any]:
+    """key -> kind (see ``_kind``) for ``command``."""
+    keys = dict(_lf_keys(command))
+    keys.update({key: _kind(tp) for key, tp in LFKIT_KEYS.get(command, {}).items()})
     return keys
 
 
@@ -75,7 +125,7 @@ def lfkit_keys(command: str) -> set[str]:
 
 
 def check_key(command: str, key: str, where: str) -> Any:
-    """The type of ``key`` for ``command``; a UsageError naming the closest keys if unknown."""
+    """The kind of ``key`` for ``command``; a UsageError naming the closest keys if unknown."""
     keys = known_keys(command)
     if key in keys:
         return keys[key]
@@ -94,62 +144,57 @@ class _Mismatch(Exception):
     pass
 
 
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(tp) if a is not type(None)]
-        if str in options and any(isinstance(o, type) and issubclass(o, enum.Enum) for o in options):
-            options.remove(str)
-        return " or ".join(_describe(a) for a in options)
-    if origin is typing.Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(tp)))
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return "one of " + ", ".join(str(m.value) for m in tp)
-    names = {bool: "true or false", int: "a whole number", float: "a number", str: "text", dict: "a mapping"}
-    if tp in names:
-        return names[tp]
-    if origin is list:
+def _describe(kind: Any) -> str:
+    if isinstance(kind, dict) and "union" in kind:
+        return " or ".join(_describe(k) for k in kind["union"] if k != "none")
+    if isinstance(kind, dict) and "literal" in kind:
+        return "one of " + ", ".join(map(str, kind["literal"]))
+    if isinstance(kind, dict) and "enum" in kind:
+        return "one of " + ", ".join(map(str, kind["enum"]))
+    if isinstance(kind, dict) and "list" in kind:
         return "a list"
-    return getattr(tp, "__name__", str(tp))
+    if isinstance(kind, dict):
+        return str(kind.get("other"))
+    names = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "text", "dict": "a mapping"}
+    return names.get(kind, kind)
 
 
-def _coerce(value: Any, tp: Any) -> Any:  # noqa: C901 - one branch per kind of annotation
-    if tp is Any or tp is None:
+def _coerce(value: Any, kind: Any) -> Any:  # noqa: C901 - one branch per kind of annotation
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if kind == "any":
         return value
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        enums = [o for o in options if isinstance(o, type) and issubclass(o, enum.Enum)]
-        if enums and str in options:
-            # transformers' `SchedulerType | str` and the like: the text must still name a member.
-            options = tuple(o for o in options if o is not str)
-            tp = typing.Union[options]  # noqa: UP007 - built from a tuple
+    if kind == "none":
         if value is None or value == "null":
-            if type(None) in options:
-                return None
+            return None
+        raise _Mismatch
+    if isinstance(kind, dict) and "union" in kind:
+        options = kind["union"]
+        if (value is None or value == "null") and "none" in options:
+            return None
         # Exact types first, so "5" stays text where text is allowed.
-        for option in sorted(options, key=lambda o: o is not str):
-            if option is type(None):
+        for option in sorted(options, key=lambda o: o != "str"):
+            if option == "none":
                 continue
             try:
                 return _coerce(value, option)
             except _Mismatch:
                 continue
         raise _Mismatch
-    if origin is typing.Literal:
-        for choice in typing.get_args(tp):
+    if isinstance(kind, dict) and "literal" in kind:
+        for choice in kind["literal"]:
             if value == choice or (isinstance(value, str) and str(choice) == value):
                 return choice
             if isinstance(choice, bool) and isinstance(value, str) and value.lower() in (_TRUE | _FALSE):
                 if (value.lower() in _TRUE) == choice:
                     return choice
         raise _Mismatch
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        for member in tp:
-            if value == member.value or value == member or str(value) == str(member.value):
-                return member.value
+    if isinstance(kind, dict) and "enum" in kind:
+        for member in kind["enum"]:
+            if value == member or str(value) == str(member):
+                return member
         raise _Mismatch
-    if tp is bool:
+    if kind == "bool":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
@@ -157,7 +202,7 @@ def _coerce(value: Any, tp: Any) -> Any:  # noqa: C901 - one branch per kind of 
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise _Mismatch
-    if tp is int:
+    if kind == "int":
         if isinstance(value, bool):
             raise _Mismatch
         if isinstance(value, int):
@@ -170,14 +215,12 @@ def _coerce(value: Any, tp: Any) -> Any:  # noqa: C901 - one branch per kind of 
             except ValueError:
                 raise _Mismatch from None
         raise _Mismatch
-    if tp is float:
+    if kind == "float":
         # A whole number stays whole: transformers' logging_steps / save_steps are floats that
         # mean a step count when >= 1, and an exported YAML should say 10, not 10.0.
         if isinstance(value, bool):
             raise _Mismatch
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float):
+        if isinstance(value, (int, float)):
             return value
         if isinstance(value, str):
             if value.strip().lstrip("+").isdigit():
@@ -187,11 +230,11 @@ def _coerce(value: Any, tp: Any) -> Any:  # noqa: C901 - one branch per kind of 
             except ValueError:
                 raise _Mismatch from None
         raise _Mismatch
-    if tp is str:
+    if kind == "str":
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise _Mismatch
-    if tp is dict or origin is dict:
+    if kind == "dict":
         if isinstance(value, dict):
             return value
         if isinstance(value, str):
@@ -202,19 +245,18 @@ def _coerce(value: Any, tp: Any) -> Any:  # noqa: C901 - one branch per kind of 
             if isinstance(parsed, dict):
                 return parsed
         raise _Mismatch
-    if origin is list:
-        (inner,) = typing.get_args(tp) or (Any,)
+    if isinstance(kind, dict) and "list" in kind:
         items = value if isinstance(value, list) else str(value).split(",") if isinstance(value, str) else None
         if items is None:
             raise _Mismatch
-        return [_coerce(item.strip() if isinstance(item, str) else item, inner) for item in items]
+        return [_coerce(item.strip() if isinstance(item, str) else item, kind["list"]) for item in items]
     return value  # a type we cannot judge (a config object, a dtype): LLaMA-Factory decides
 
 
 def coerce(command: str, key: str, value: Any, where: str) -> Any:
     """``value`` as LLaMA-Factory's ``key`` wants it; a one-line UsageError if it cannot be."""
-    tp = check_key(command, key, where)
+    kind = check_key(command, key, where)
     try:
-        return _coerce(value, tp)
+        return _coerce(value, kind)
     except _Mismatch:
-        raise UsageError(f"{where}: {key}={value!r} is not {_describe(tp)}") from None
+        raise UsageError(f"{where}: {key}={value!r} is not {_describe(kind)}") from None

@@ -130,6 +130,10 @@ def _params(recipe: Recipe, given: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+# The device files of the NVIDIA, AMD (ROCm and Hygon DTK: kfd) and WSL drivers.
+GPU_DRIVER_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
 def visible_devices() -> int:
     """GPUs (CUDA, ROCm or DTK) this process sees; 0 on a CPU machine; one under LFKIT_SIMULATE of a GPU."""
     from lfkit.simulation import simulated
@@ -137,6 +141,8 @@ def visible_devices() -> int:
     sim = simulated()
     if sim is not None:
         return 0 if sim.kind == "cpu" else 1
+    if not any(Path(node).exists() for node in GPU_DRIVER_NODES):
+        return 0  # no driver, no device: spare the import of torch (seconds)
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0

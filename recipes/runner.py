@@ -199,8 +199,6 @@ class Runner:
             folder / LF_ARGS_FILE,
             export_yaml(replace(step, args=args), self.plan.recipe),
         )
-        from lfkit.platform_detect import detect_platform
-
         record = {
             **self.common,
             "step": step.name,
@@ -214,7 +212,6 @@ class Runner:
             "resumed_from": resumed,
             "argv": [sys.executable, "-m", "lfkit.recipes.step", str(folder)],
             "versions": versions(),
-            "platform": detect_platform().as_dict(),
             "started": now(),
         }
         self._write(folder, record)
@@ -260,6 +257,8 @@ class Runner:
             record["patches"] = statuses["patches"]
             # What lfkit_prepare_args changed in the step's own process (each also said in its log).
             record["arg_changes"] = statuses["arg_changes"]
+            # Read where the step ran (a Slurm node's own), and where torch is imported anyway.
+            record["platform"] = statuses.get("platform")
             report.unlink()
         if step.command == "train":
             record["memory"] = memory_record(folder, self.memory_plans.get(step.name))

@@ -86,10 +86,14 @@ def main() -> None:
     finally:
         from lfkit.atomic import write_json
         from lfkit.lifecycle import ARG_CHANGES
+        from lfkit.platform_detect import detect_platform
 
-        write_json(
-            folder / PATCH_REPORT, {"patches": patch_statuses(), "arg_changes": [c.as_dict() for c in ARG_CHANGES]}
-        )
+        report = {
+            "patches": patch_statuses(),
+            "arg_changes": [c.as_dict() for c in ARG_CHANGES],
+            "platform": detect_platform().as_dict(),
+        }
+        write_json(folder / PATCH_REPORT, report)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 from lfkit.errors import UsageError
+from lfkit.installed_facts import llamafactory_files, remembered
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 TINY_PREFIX = "tiny:"
@@ -143,12 +144,30 @@ def check_datasets(value: str, dataset_dir: str | None, where: str) -> None:
             raise UsageError(f"{where}: unknown dataset {name!r}{hint}")
 
 
-def check_template(name: str) -> None:
-    from llamafactory.data.template import TEMPLATES
+def _template_names() -> list[str]:
+    def read() -> list[str]:
+        from llamafactory.data.template import TEMPLATES
 
-    if name not in TEMPLATES:
+        return sorted(TEMPLATES)
+
+    # Plugins register templates when LLaMA-Factory's template module is imported: the names
+    # depend on which patches aim at it, and on the settings that turn patches off.
+    from lfkit.plugin_manager import get_manager
+
+    states = get_manager().patches.states.values()
+    patches = sorted(f"{s.patch.id}@{s.plugin}" for s in states if s.patch.target == "llamafactory.data.template")
+    depends = llamafactory_files(["data/template.py"])
+    if depends is not None:
+        settings = {k: os.environ.get(k) for k in ("LFKIT_DISABLE_PATCHES", "LFKIT_SIMULATE", "LFKIT_AUTOLOAD")}
+        depends.update(patches=patches, settings=settings)
+    return remembered("llamafactory-templates", depends, read)
+
+
+def check_template(name: str) -> None:
+    templates = _template_names()
+    if name not in templates:
         import difflib
 
-        close = difflib.get_close_matches(name, list(TEMPLATES), n=3)
+        close = difflib.get_close_matches(name, templates, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UsageError(f"LLaMA-Factory has no template {name!r}{hint}")

@@ -41,8 +41,10 @@ PATCH = Patch(
 def explicit_bf16_problem(args: dict) -> str | None:
     """Why an explicit bf16 request cannot run well here, or None."""
     asked = [key for key in ("bf16", "pure_bf16") if truthy(args.get(key))]
+    if not asked:
+        return None  # asked first: the architecture means importing torch
     arch = amd_arch()
-    if not asked or not arch or not switched_on(PATCH):
+    if not arch or not switched_on(PATCH):
         return None
     return (
         f"{asked[0]}: true, but {arch} has no native bf16 (it is emulated, and slow); use fp16: true "

@@ -37,8 +37,10 @@ PATCH = Patch(
 
 def triton_problem(args: dict) -> str | None:
     asked = [key for key in SWITCHES if truthy(args.get(key))]
+    if not asked:
+        return None  # asked first: the architecture means importing torch
     arch = amd_arch()
-    if not asked or not arch or not switched_on(PATCH):
+    if not arch or not switched_on(PATCH):
         return None
     return f"{asked[0]}: true needs Triton, which does not support {arch}; drop {asked[0]} for this card"
 
