@@ -25,6 +25,8 @@ BIN = Path(sys.executable).parent
 # user's ~/.local/share/lfkit, in this process or in any subprocess.
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="lfkit-test-home-"))
 os.environ["LFKIT_HOME"] = str(SESSION_HOME)
+# The in-process tests too (tiny models, memory plans): see clean_env.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 atexit.register(shutil.rmtree, SESSION_HOME, True)
 
 
