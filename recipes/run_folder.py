@@ -22,10 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lfkit.atomic import write_text
 from lfkit.errors import UsageError
 from lfkit.locking import Busy, acquire
 
 from . import outputs
+from .progress import TRAINER_LOG
 from .resolve import Plan, ResolvedStep
 
 RUN_FILE = "run.json"
@@ -200,3 +202,36 @@ def last_checkpoint(folder: Path) -> Path | None:
         if child.is_dir() and suffix.isdigit() and (child / "trainer_state.json").is_file():
             candidates.append((int(suffix), child))
     return max(candidates)[1] if candidates else None
+
+
+def set_aside_log_after(checkpoint: Path) -> Path | None:
+    """Before a train step resumes from ``checkpoint``: the log lines of the steps after it move to
+    ``trainer_log.after-checkpoint-N.jsonl`` beside it (appended, if an earlier resume left one).
+
+    LLaMA-Factory appends to trainer_log.jsonl when it resumes and runs those steps again, so they
+    would be logged twice (the progress line, `lfkit show`, loss plots and sweep curves read it).
+    A last line a kill cut short goes aside too. Returns the file set aside, or None.
+    """
+    folder = checkpoint.parent
+    log = folder / TRAINER_LOG
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        step = int(state["global_step"])
+        lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    keep, aside = [], []
+    for line in lines:
+        try:
+            current = json.loads(line).get("current_steps") if line.endswith("\n") else None
+        except (ValueError, AttributeError):
+            current = None
+        (keep if isinstance(current, int) and current <= step else aside).append(line)
+    if not aside:
+        return None
+    target = folder / f"trainer_log.after-{checkpoint.name}.jsonl"
+    earlier = target.read_text(encoding="utf-8") if target.is_file() else ""
+    aside_text = "".join(line if line.endswith("\n") else line + "\n" for line in aside)
+    write_text(target, earlier + aside_text)  # first: a crash in between loses nothing
+    write_text(log, "".join(keep))
+    return target

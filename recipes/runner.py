@@ -49,6 +49,7 @@ from .run_folder import (
     now,
     read_record,
     refuse_foreign,
+    set_aside_log_after,
     versions,
 )
 from .step_process import LOG_FILE, StepProcess, Stopped, error_lines, stop_signals
@@ -189,6 +190,9 @@ class Runner:
                 args["resume_from_checkpoint"] = str(checkpoint)
                 resumed = str(checkpoint)
                 self.echo(f"lfkit: step {step.name}: resuming from {checkpoint.name}")
+                aside = set_aside_log_after(checkpoint)
+                if aside is not None:
+                    self.echo(f"lfkit: step {step.name}: steps logged after {checkpoint.name} kept in {aside.name}")
             else:
                 # The folder holds only this run's own files (run.json, the YAML, a killed run's leftovers).
                 args["overwrite_output_dir"] = True

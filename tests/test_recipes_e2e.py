@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import BIN, clean_env, run, write_alpaca
+from lfkit.recipes.run_folder import last_checkpoint
 
 pytestmark = pytest.mark.slow
 LFKIT = BIN / "lfkit"
@@ -94,21 +95,44 @@ def test_an_exported_recipe_runs_under_plain_llamafactory_cli(tmp_path, tiny_lla
     assert (out / "adapter_model.safetensors").is_file()
 
 
+def _logged_steps(where) -> list[int]:
+    """The steps whose loss a run folder's trainer_log.jsonl (or a log file) holds; complete lines only
+    (the run's last line, its summary, has no loss)."""
+    log = where / "trainer_log.jsonl" if where.is_dir() else where
+    entries = [
+        json.loads(line) for line in (log.read_text().splitlines() if log.is_file() else []) if line.endswith("}")
+    ]
+    return [entry["current_steps"] for entry in entries if "loss" in entry]
+
+
+def _kill_between_checkpoints(process, out, first_checkpoint: int) -> tuple[int, int]:
+    """SIGKILL the run's process group once a step after its last checkpoint is logged; freeze it
+    (SIGSTOP) to look, so the kill lands between checkpoints, not on one. -> (checkpoint, last logged)."""
+    deadline = time.monotonic() + 300
+    while True:
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        if (out / f"checkpoint-{first_checkpoint}" / "trainer_state.json").is_file():
+            os.killpg(process.pid, signal.SIGSTOP)
+            checkpoint = last_checkpoint(out)
+            logged = max(_logged_steps(out), default=0)
+            if checkpoint is not None and logged > int(checkpoint.name.rpartition("-")[2]):
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                return int(checkpoint.name.rpartition("-")[2]), logged
+            os.killpg(process.pid, signal.SIGCONT)
+        time.sleep(0.05)
+
+
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_llama):
     data = write_alpaca(tmp_path / "data")
     out = tmp_path / "adapter"
     argv = [LFKIT, "run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
-            f"output_dir={out}", "max_steps=400", "save_steps=5", "logging_steps=5", "per_device_train_batch_size=1",
+            f"output_dir={out}", "max_steps=400", "save_steps=10", "logging_steps=1", "per_device_train_batch_size=1",
             "gradient_accumulation_steps=1", "cutoff_len=64"]  # fmt: skip
     process = subprocess.Popen([str(a) for a in argv], env=clean_env(), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not (out / "checkpoint-10" / "trainer_state.json").is_file():
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    checkpoint, logged = _kill_between_checkpoints(process, out, 10)
     assert record(out)["status"] == "running"  # killed: never marked finished
     assert not (out / "adapter_model.safetensors").exists()
 
@@ -120,12 +144,15 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_llama):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rec = record(out)
     assert rec["status"] == "finished"
-    checkpoint = int(rec["resumed_from"].rpartition("-")[2])
-    assert checkpoint >= 10 and rec["args"]["resume_from_checkpoint"] == rec["resumed_from"]
+    assert rec["resumed_from"] == str(out / f"checkpoint-{checkpoint}") and checkpoint >= 10
+    assert rec["args"]["resume_from_checkpoint"] == rec["resumed_from"]
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 400
     assert f"resuming from checkpoint-{checkpoint}" in resumed.stdout
-    # the log goes on from the checkpoint: a run started over would log its first steps a second time
-    steps = [json.loads(line)["current_steps"] for line in (out / "trainer_log.jsonl").read_text().splitlines()]
-    assert steps.count(5) == 1 and steps[-1] == 400
+    # the log goes on from the checkpoint, each step once: the steps the killed run logged after its
+    # checkpoint (run again on resume) are set aside, not lost
+    assert _logged_steps(out) == list(range(1, 401))
+    aside = out / f"trainer_log.after-checkpoint-{checkpoint}.jsonl"
+    assert _logged_steps(aside) == list(range(checkpoint + 1, logged + 1))
+    assert f"steps logged after checkpoint-{checkpoint} kept in {aside.name}" in resumed.stdout
     assert (out / "adapter_model.safetensors").is_file()

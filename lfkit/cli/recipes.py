@@ -170,7 +170,8 @@ def run_recipe(
 
 
 def _echo(line: str) -> None:
-    console.print(line, highlight=False)
+    # A log line stays one line (paths are long; logs and Slurm output files are read with grep).
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 def show_summary(plan, records) -> None:
