@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +142,7 @@ def visible_devices() -> int:
     sim = simulated()
     if sim is not None:
         return 0 if sim.kind == "cpu" else 1
-    if not any(Path(node).exists() for node in GPU_DRIVER_NODES):
+    if "torch" not in sys.modules and not any(Path(node).exists() for node in GPU_DRIVER_NODES):
         return 0  # no driver, no device: spare the import of torch (seconds)
     import torch
 

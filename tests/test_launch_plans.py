@@ -2,6 +2,7 @@
 the job request, the job script, device masks, and how a job's state reads."""
 
 import json
+import shlex
 
 import pytest
 
@@ -105,7 +106,7 @@ def test_the_job_script_reads_as_a_script(tmp_path):
     lines = text.splitlines()
     assert lines[0] == "#!/bin/bash"
     for directive in ("--nodes=2", "--ntasks-per-node=1", "--partition=debug", "--gres=dcu:4", "--requeue",
-                      f"--output={tmp_path}/slurm-%j.out", "--open-mode=append"):  # fmt: skip
+                      f'--output="{tmp_path}/slurm-%j.out"', "--open-mode=append"):  # fmt: skip
         assert f"#SBATCH {directive}" in lines
     assert "source ~/load_torch2.1_py3.sh" in lines
     assert lines.index("source ~/load_torch2.1_py3.sh") < next(i for i, x in enumerate(lines) if x.startswith("srun"))
@@ -114,6 +115,17 @@ def test_the_job_script_reads_as_a_script(tmp_path):
     assert "export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))" in text
     fixed = script.render(tmp_path, "r", options.split(["master_port=29555"])[1], "/venv/bin/python")
     assert "export MASTER_PORT=29555" in fixed
+
+
+def test_job_script_paths_are_quoted_for_sbatch_and_bash(tmp_path):
+    out = tmp_path / 'a "b" $c %j 输出 目录'
+    text = script.render(out, "r", options.split([])[1], "/venv/bin/python")
+    escaped = str(tmp_path) + '/a \\"b\\" $c %%j 输出 目录'
+    assert f'#SBATCH --output="{escaped}/slurm-%j.out"' in text.splitlines()
+    srun = next(line for line in text.splitlines() if line.startswith("srun"))
+    assert shlex.split(shlex.split(srun)[-1])[-3:] == ["-m", "lfkit.launching.slurm.node", str(out)]
+    with pytest.raises(UsageError, match="line break"):
+        script.render(tmp_path / "a\nb", "r", options.split([])[1], "/venv/bin/python")
 
 
 def test_rocr_mask_drops_the_second_mask():

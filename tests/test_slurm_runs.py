@@ -56,7 +56,8 @@ def submit(env, out, *extra, recipe="sft-lora-single"):
 
 
 def test_lora_train_followed_to_the_end(env, tmp_path):
-    out = tmp_path / "run"
+    # a folder with what a job script must quote: spaces, Chinese, quotes, $ and Slurm's own %
+    out = tmp_path / '输出 目录 it\'s "q" $HOME %j' / "run"
     job = submit(env, out, "max_steps=3", "gres=dcu:1", "--sbatch=--comment=lfkit-test")
     script = (out / "job.sbatch").read_text()
     assert "#SBATCH --gres=dcu:1" in script and "#SBATCH --comment=lfkit-test" in script

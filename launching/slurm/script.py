@@ -11,6 +11,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from lfkit.errors import UsageError
+
 from .options import JobOptions
 
 SCRIPT = "job.sbatch"
@@ -22,10 +24,20 @@ def job_log(out: Path, job_id: str) -> Path:
     return Path(out) / JOB_LOG.replace("%j", str(job_id))
 
 
+def directive_path(folder: Path, pattern: str) -> str:
+    """``folder/pattern`` as one argument of an #SBATCH line: sbatch splits those lines at spaces,
+    reads a double-quoted argument whole (a backslash escapes the quote and itself) and expands
+    %-patterns in file names (%% is a literal %); the folder is taken literally."""
+    text = str(folder).replace("%", "%%").replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}/{pattern}"'
+
+
 def render(out: Path, recipe: str, options: JobOptions, python: str) -> str:
+    if any(c in str(out) for c in "\n\r"):
+        raise UsageError(f"output_dir {str(out)!r} holds a line break; a batch job needs a folder without one")
     directives = [
         f"--job-name=lfkit-{recipe}",
-        f"--output={Path(out) / JOB_LOG}",
+        f"--output={directive_path(Path(out), JOB_LOG)}",
         "--open-mode=append",  # a requeued job adds to the same log
         "--requeue",  # preempted or requeued: started again, it resumes from the last checkpoint
         f"--nodes={options.nodes}",
@@ -45,7 +57,7 @@ def render(out: Path, recipe: str, options: JobOptions, python: str) -> str:
         "#!/bin/bash",
         f"# lfkit run of recipe {recipe} -> {out}",
         "# Written by `lfkit run ... --slurm`; `sbatch THIS_FILE` submits it again the same way.",
-        "# Follow it with `lfkit status|logs|cancel " + str(out) + "`.",
+        f"# Follow it with `lfkit status|logs|cancel {shlex.quote(str(out))}`.",
         *(f"#SBATCH {d}" for d in directives),
         "",
         "set -eo pipefail",
