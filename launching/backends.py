@@ -70,3 +70,17 @@ def guard_all(folder: Path, record: dict) -> None:
     """Every back end's guard: a folder whose queued or running job is not this process is refused."""
     for cls in _classes().values():
         cls.guard(folder, record)
+
+
+def run_status(folder: Path) -> str:
+    """Where the run in ``folder`` stands: the one answer `lfkit status`, `runs` and `show` give
+    (a batch job's from its scheduler, a local run's from its record and lock; run.json mended on
+    the way where it was left saying "running")."""
+    from lfkit.errors import UsageError
+
+    from .slurm.jobs import status
+
+    try:
+        return status(folder)["status"]
+    except UsageError:
+        return "?"

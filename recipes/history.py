@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from lfkit.atomic import write_json
 from lfkit.locking import locked
 from lfkit.paths import lfkit_home
 
-from .run_folder import RUN_FILE, read_record
+from .run_folder import RUN_FILE, read_record, settle
 from .summary import key_metric
 
 STATUSES = ("finished", "failed", "interrupted", "running", "submitted")
@@ -74,14 +74,6 @@ def find_runs(root: Path, depth: int = 2) -> list[Path]:
     return found
 
 
-def _alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, TypeError, ValueError):
-        return False
-    return True
-
-
 def _time(text: Any) -> _dt.datetime | None:
     try:
         return _dt.datetime.fromisoformat(str(text))
@@ -89,12 +81,14 @@ def _time(text: Any) -> _dt.datetime | None:
         return None
 
 
-def describe(folder: Path) -> dict[str, Any]:
+# Where a run stands, as `lfkit status` says it (the launch back ends' judgement of a batch job).
+StatusOf = Callable[[Path], str]
+
+
+def describe(folder: Path, status_of: StatusOf | None = None) -> dict[str, Any]:
     """recipe, status, started, seconds, metric and folder of one run."""
-    record = read_record(folder) or {}
-    status = record.get("status", "?")
-    if status == "running" and not _alive(record.get("pid")):
-        status = "interrupted"  # its process is gone without a word (killed, machine rebooted)
+    record = settle(folder) or {}  # a run whose process is gone says so, in run.json too
+    status = status_of(folder) if status_of is not None else record.get("status", "?")
     started, ended = _time(record.get("started")), _time(record.get("finished") or record.get("ended"))
     seconds = record.get("seconds")
     if seconds is None and started and ended:
@@ -109,8 +103,8 @@ def describe(folder: Path) -> dict[str, Any]:
     }
 
 
-def all_runs(root: Path) -> list[dict[str, Any]]:
+def all_runs(root: Path, status_of: StatusOf | None = None) -> list[dict[str, Any]]:
     folders = {f.resolve() for f in find_runs(root)}
     folders |= {f.resolve() for f in remembered() if f.is_dir() and is_run_folder(f)}
-    runs = [describe(f) for f in folders]
+    runs = [describe(f, status_of) for f in folders]
     return sorted(runs, key=lambda r: r["started"] or "", reverse=True)

@@ -16,13 +16,16 @@ command gives the same answer.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
+import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lfkit.atomic import write_text
+from lfkit.atomic import write_json, write_text
 from lfkit.errors import UsageError
 from lfkit.locking import Busy, acquire
 
@@ -39,15 +42,74 @@ SUBMITTED = "submitted"  # a batch job (Slurm) that has not started yet
 VERSIONS = ("lfkit", "llamafactory", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed")
 
 
+def host() -> str:
+    return socket.gethostname()
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:
+        return True  # another user's process
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _nobody_runs(folder: Path, record: dict) -> bool:
+    """No lfkit process runs this folder's run any more: its lock is free (a run holds it from start
+    to end). Where the lock cannot be opened (a folder of another user, a file system without
+    locks), its recorded process is gone (judged on the host that ran it only)."""
+    try:
+        fd = acquire(folder / outputs.LOCK_FILE, blocking=False)
+    except Busy:
+        return False
+    except OSError:
+        return record.get("host") in (None, host()) and not _pid_alive(record.get("pid"))
+    os.close(fd)
+    return True
+
+
+def settle(folder: Path) -> dict | None:
+    """The folder's record, mended where it still says "running" though no process runs it (killed
+    with SIGKILL, the machine rebooted): then it and its running steps' records say "interrupted",
+    so that every command (status, runs, show) and run.json give one answer. A batch job's run is
+    its back end's to judge (the job may run on another node); it is returned as it is."""
+    record = read_record(folder)
+    if not isinstance(record, dict) or record.get("status") != RUNNING or (record.get("slurm") or {}).get("job_id"):
+        return record
+    if not _nobody_runs(Path(folder), record):
+        return record
+    ended = now()
+    why = "its process was gone"
+    for step in (record.get("plan") or {}).values():
+        step_dir = Path(step["dir"]) if isinstance(step, dict) and step.get("dir") else None
+        if step_dir is None or step_dir == Path(folder):
+            continue
+        step_record = read_record(step_dir)
+        if isinstance(step_record, dict) and step_record.get("status") == RUNNING:
+            _mend(step_dir, {**step_record, "status": INTERRUPTED, "ended": ended, "settled": why})
+    mended = {**record, "status": INTERRUPTED, "ended": ended, "settled": why}
+    _mend(Path(folder), mended)
+    return mended
+
+
+def _mend(folder: Path, record: dict) -> None:
+    with contextlib.suppress(OSError):  # a folder the user may read but not write: the answer is still right
+        write_json(folder / RUN_FILE, normal(record))
+
+
 def read_record(folder: Path | None, name: str = RUN_FILE) -> dict | None:
-    """The JSON record ``name`` (run.json unless told) of a folder; None if absent or unreadable."""
+    """The JSON record ``name`` (run.json unless told) of a folder; None if absent, unreadable or
+    not a record (a JSON object)."""
     if folder is None:
         return None
     path = Path(folder) / name
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def now() -> str:

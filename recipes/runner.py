@@ -42,6 +42,7 @@ from .run_folder import (
     RUNNING,
     Guard,
     check_output_dir,
+    host,
     identity,
     last_checkpoint,
     lock_run_folder,
@@ -153,7 +154,14 @@ class Runner:
         if multi:
             started = read_record(root) or {}
             self._write(
-                root, {**self.common, "status": RUNNING, "pid": os.getpid(), "started": started.get("started", now())}
+                root,
+                {
+                    **self.common,
+                    "status": RUNNING,
+                    "pid": os.getpid(),
+                    "host": host(),
+                    "started": started.get("started", now()),
+                },
             )
         results = []
         try:
@@ -209,6 +217,7 @@ class Runner:
             "command": step.command,
             "status": RUNNING,
             "pid": os.getpid(),
+            "host": host(),
             "args": args,
             "lfkit_args": step.lfkit_args,
             "datasets": step.datasets,

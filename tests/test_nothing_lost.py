@@ -122,6 +122,15 @@ def test_killing_lfkit_kills_its_step_and_the_lock_keeps_a_second_trainer_out(tm
     time.sleep(1)
     assert len((out / "trainer_log.jsonl").read_text().splitlines()) == steps_then  # nobody trains on
 
+    # one answer: the record said "running" until a command looked; status, runs and show agree, and run.json now too
+    assert record(out)["status"] == "running"
+    status = lfkit("status", out, "--json")
+    assert json.loads(status.stdout)["status"] == "interrupted", status.stderr
+    assert record(out)["status"] == "interrupted" and record(out)["settled"] == "its process was gone"
+    listed = {r["folder"]: r["status"] for r in json.loads(lfkit("runs", tmp_path, "--json").stdout)}
+    assert listed[str(out)] == "interrupted"
+    assert json.loads(lfkit("show", out, "--json").stdout)["status"] == "interrupted"
+
     resumed = run(argv, env=clean_env())  # the lock died with both processes
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert record(out)["status"] == "finished" and record(out)["resumed_from"]

@@ -70,22 +70,35 @@ def job_id_of(record: dict | None) -> str | None:
 
 
 def status(folder: Path) -> dict:
-    from lfkit.recipes.run_folder import read_record
+    """Where a run stands (a Slurm job's run, or one on this machine), with each step's state; the
+    same answer `lfkit runs` and `lfkit show` give. A run.json left saying "running" by a run that
+    is gone is mended on the way: "interrupted" (killed here) or "failed" (a job Slurm lost)."""
+    from lfkit.recipes.run_folder import RUN_FILE, settle
 
-    record = read_record(folder)
-    if record is None:
+    if not (Path(folder) / RUN_FILE).is_file():
         raise UsageError(f"{folder} holds no lfkit run (no run.json)")
+    record = settle(Path(folder))
+    if record is None:
+        raise UsageError(f"{Path(folder) / RUN_FILE} is not a run record (not a JSON object)")
     job = job_id_of(record)
     state = slurm_state(job) if job else None
+    if job:
+        # Read again after asking Slurm: a job that just ended wrote its end first.
+        record = read_record(Path(folder)) or record
+    summary = summarize(record, state) if job else _local(record)
+    if job and not is_active(state) and record.get("status") in ("running", "submitted"):
+        record = _mark_ended(Path(folder), record, state, summary)
     steps = []
     for name, step in (record.get("plan") or {}).items():
-        step_dir = step.get("dir")
+        step_dir = step.get("dir") if isinstance(step, dict) else None
         own = read_record(Path(step_dir)) if step_dir and Path(step_dir) != Path(folder) else record
-        steps.append({"name": name, "command": step.get("command"), "status": (own or {}).get("status", "waiting")})
+        steps.append(
+            {"name": name, "command": (step or {}).get("command"), "status": (own or {}).get("status", "waiting")}
+        )
     return {
         "output_dir": str(Path(folder).resolve()),
         "recipe": record.get("recipe"),
-        "status": summarize(record, state) if job else _local(record),
+        "status": summary,
         "job_id": job,
         "slurm_state": state,
         "run_status": record.get("status"),
@@ -93,9 +106,31 @@ def status(folder: Path) -> dict:
     }
 
 
+def _mark_ended(folder: Path, record: dict, state: str | None, summary: str) -> dict:
+    """run.json of a job that ended (or that Slurm forgot) before its run could record an end:
+    "interrupted" where it was cancelled, else "failed"."""
+    import contextlib
+
+    from lfkit.atomic import write_json
+    from lfkit.recipes.run_folder import FAILED, INTERRUPTED, RUN_FILE, now
+
+    why = f"the Slurm job ended {state}" if state else "Slurm no longer knows the job"
+    status = INTERRUPTED if summary == "cancelled" else FAILED
+    mended = {**record, "status": status, "ended": now(), "settled": f"{why} before the run recorded an end"}
+    with contextlib.suppress(OSError):
+        write_json(folder / RUN_FILE, mended)
+    return mended
+
+
+def read_record(folder: Path) -> dict | None:
+    from lfkit.recipes.run_folder import read_record as read
+
+    return read(folder)
+
+
 def _local(record: dict) -> str:
     ran = record.get("status")
-    return {"interrupted": "cancelled", "submitted": "pending"}.get(ran, ran or "failed")
+    return {"submitted": "pending"}.get(ran, ran if isinstance(ran, str) else "failed")
 
 
 def cancel(folder: Path) -> str:

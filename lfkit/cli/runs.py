@@ -28,9 +28,10 @@ def runs_command(
     as_json: bool = JSON_OPTION,
 ):
     """List past runs under ROOT and those lfkit recorded: recipe, status, start, duration, key metric, folder."""
+    from lfkit.launching.backends import run_status
     from lfkit.recipes.history import all_runs
 
-    found = all_runs(root)
+    found = all_runs(root, run_status)
     if as_json:
         print_json(found)
         return
@@ -76,6 +77,7 @@ def _differences(record: dict, recipe) -> list[tuple[str, str, str]]:
 @app.command("show")
 def show_command(folder: Path = typer.Argument(..., help="A run folder (output_dir)."), as_json: bool = JSON_OPTION):
     """One run: its steps and results, the arguments that differ from the recipe, metrics and plots."""
+    from lfkit.launching.backends import run_status
     from lfkit.recipes.history import describe, is_run_folder
     from lfkit.recipes.run_folder import RUN_FILE, read_record
     from lfkit.recipes.summary import key_result
@@ -83,6 +85,7 @@ def show_command(folder: Path = typer.Argument(..., help="A run folder (output_d
     folder = folder.expanduser().resolve()
     if not (folder / RUN_FILE).is_file() or not is_run_folder(folder):
         raise UsageError(f"{folder} is not an lfkit run folder (no run.json of a run)")
+    described = describe(folder, run_status)  # first: it mends a run.json left saying "running"
     record = read_record(folder) or {}
     entry = manager().recipes.get(record.get("recipe"))
     recipe = entry.value if entry is not None else None
@@ -102,7 +105,7 @@ def show_command(folder: Path = typer.Argument(..., help="A run folder (output_d
     plots = [str(p) for p in sorted(folder.rglob("*.png")) if "checkpoint" not in str(p)]
     # What lfkit resolved on its own (recipe defaults of a model family, auto precision), with the why.
     notes = {name: list(step.get("notes") or []) for name, step in (record.get("plan") or {}).items()}
-    info = {**describe(folder), "steps": steps, "changed": _differences(record, recipe),
+    info = {**described, "steps": steps, "changed": _differences(record, recipe),
             "notes": {name: n for name, n in notes.items() if n}, "plots": plots,
             "metrics": {k: read_record(v.parent, v.name) for k, v in metrics.items()}}  # fmt: skip
     if as_json:
