@@ -11,6 +11,7 @@ version: ``rocm:gfx906:6.2``.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 ENV = "LFKIT_SIMULATE"
@@ -46,6 +47,10 @@ def parse(text: str) -> Simulated:
     if not arch.startswith("gfx"):
         raise BadSimulation(f"{ENV}={text}: an AMD architecture is a gfx name, e.g. gfx906 or gfx90a")
     hip = parts[2] if len(parts) > 2 and parts[2] else DEFAULT_HIP[kind]
+    if not re.fullmatch(r"\d+(\.\d+){0,3}", hip):
+        raise BadSimulation(f"{ENV}={text}: the HIP version is numbers and dots, e.g. rocm:gfx906:6.2")
+    if len(parts) > 3:
+        raise BadSimulation(f"{ENV}={text}: expected PLATFORM[:ARCH[:HIP]], e.g. rocm:gfx906:6.2")
     return Simulated(kind, arch, hip, text)
 
 

@@ -28,12 +28,17 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
 def parse_size(value: Any) -> int:
     """'16GiB', '16G', '16GB' (read as GiB, as cards are sold), '16384M' -> bytes."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not value > 0 or value == float("inf"):
+            raise UsageError(f"gpu_memory={value}: must be a size above 0")
         return int(value * GIB)
     match = _SIZE.match(str(value))
     if not match:
         raise UsageError(f"gpu_memory={value}: give a size such as 16GiB, 16G or 32768M")
     number, unit = float(match.group(1)), match.group(2).upper()
-    return int(number * {"": GIB, "K": 2**10, "M": 2**20, "G": GIB, "T": 2**40}[unit])
+    size = int(number * {"": GIB, "K": 2**10, "M": 2**20, "G": GIB, "T": 2**40}[unit])
+    if size <= 0:
+        raise UsageError(f"gpu_memory={value}: must be above 0")
+    return size
 
 
 @dataclass

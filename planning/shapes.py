@@ -97,14 +97,43 @@ def decoder_tensors(
     return out
 
 
+# Sizes a model's config.json gives (LLaMA-style names, ChatGLM's own): each a whole number above 0.
+SIZE_KEYS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+    "vocab_size", "head_dim", "max_position_embeddings", "num_layers", "ffn_hidden_size", "padded_vocab_size",
+    "seq_length", "kv_channels", "multi_query_group_num",
+)  # fmt: skip
+
+
+def config_problem(config: Any) -> str | None:
+    """What makes a config.json unusable as a model's (not an object, a size that is not a whole
+    number above 0), or None. A plan on such sizes would be nonsense, and the run would fail later."""
+    if not isinstance(config, dict):
+        return "config.json is not a JSON object"
+    for section in (config, config.get("text_config")):
+        if not isinstance(section, dict):
+            continue
+        for key in SIZE_KEYS:
+            value = section.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                return f"config.json has {key}: {json.dumps(value)}, not a whole number above 0"
+    return None
+
+
 def read_config(folder: Path) -> dict[str, Any]:
     path = Path(folder) / "config.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"model {folder}: cannot read config.json ({exc.strerror or exc})") from None
-    except ValueError as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"model {folder}: config.json is not valid JSON ({exc})") from None
+    problem = config_problem(config)
+    if problem:
+        raise UsageError(f"model {folder}: {problem}")
+    return config
 
 
 def _from_transformers(folder: Path, config: dict[str, Any]) -> ModelShape | None:

@@ -7,6 +7,7 @@ plan is resolved, before anything loads, in --dry-run too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,8 @@ RULES: dict[str, Rule] = {
 
 def range_error(key: str, value: Any) -> str | None:
     """Why ``value`` is out of range for ``key`` (already of the right type), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{key}={value!r} must be a finite number"  # YAML reads .inf / .nan, Python "inf" / "nan"
     rule = RULES.get(key)
     if rule is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None

@@ -51,6 +51,12 @@ def read_config_json(folder: Path, what: str, name: str = "config.json") -> dict
         raise UsageError(f"{what} {folder}: {name} is corrupt ({exc})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{what} {folder}: {name} is corrupt (not a JSON object)")
+    if name == "config.json":
+        from lfkit.planning.shapes import config_problem
+
+        problem = config_problem(data)
+        if problem:
+            raise UsageError(f"{what} {folder}: {problem}")
     return data
 
 

@@ -32,6 +32,8 @@ RANGES = {
     "learning_rate=-1": "learning_rate=-1.0 must be greater than 0",
     "per_device_train_batch_size=0": "per_device_train_batch_size=0 must be 1 or more",
     "max_steps=-5": "max_steps=-5 must be 1 or more, or -1 for no limit",
+    "learning_rate=inf": "learning_rate=inf must be a finite number",
+    "max_grad_norm=nan": "max_grad_norm=nan must be a finite number",
 }
 
 
@@ -65,6 +67,32 @@ def test_a_corrupt_config_json(model_copy, tmp_path):
                           f"output_dir={tmp_path / 'out'}", "--dry-run"))  # fmt: skip
     assert line.startswith(f"lfkit: error: model {model_copy}: config.json is corrupt (")
     assert one_line(lfkit("models", "detect", model_copy)).startswith("lfkit: error: model ")
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({"hidden_size": "big"}, 'config.json has hidden_size: "big", not a whole number above 0'),
+        ({"num_hidden_layers": -2}, "config.json has num_hidden_layers: -2, not a whole number above 0"),
+        ([], "config.json is corrupt (not a JSON object)"),
+        ("str", "config.json is corrupt (not a JSON object)"),
+    ],
+)
+def test_a_config_json_with_sizes_that_cannot_be_meant(config, problem, model_copy, tmp_path):
+    """The same line from the plan and the dry run (one check), before a model loads."""
+    if isinstance(config, dict):
+        config = {**json.loads((model_copy / "config.json").read_text()), **config}
+    (model_copy / "config.json").write_text(json.dumps(config))
+    args = ["sft-lora-single", f"model={model_copy}", "dataset=telecom_demo"]
+    expected = f"lfkit: error: model {model_copy}: {problem}"
+    assert one_line(lfkit("run", *args, f"output_dir={tmp_path / 'out'}", "--dry-run")) == expected
+    assert one_line(lfkit("plan", *args)) == expected
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_card_of_no_memory(tiny_llama):
+    line = one_line(lfkit("plan", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo", "gpu_memory=0"))
+    assert line == "lfkit: error: gpu_memory=0: must be above 0"
 
 
 def test_truncated_safetensors(model_copy, tmp_path):

@@ -93,9 +93,12 @@ def test_slurm_keys_come_out_of_the_assignments():
     assert options.split(["gres=gpu:a100:8"])[1].devices_per_node == 8
     assert options.split(["gres=dcu"])[1].devices_per_node == 1
     assert options.split([])[1].devices_per_node == 0
-    for bad in (["nodes=0"], ["nodes=two"], ["gres=dcu:4:x:y"], ["master_port=70000"], ["partition="]):
+    for bad in (["nodes=0"], ["nodes=two"], ["gres=dcu:4:x:y"], ["master_port=70000"], ["partition="],
+                ["gres=dcu:0"], ["gres=gpu:a100:0"], ["time=-5"], ["time=soon"], ["time=1:2:3:4"]):  # fmt: skip
         with pytest.raises(UsageError):
             options.split(bad)
+    for good in ("90", "4:00:00", "1-12", "1-12:00:00", "unlimited"):
+        assert options.split([f"time={good}"])[1].time == good
     with pytest.raises(UsageError, match="expected an sbatch option"):
         options.split([], ["mem=0"])
 

@@ -299,6 +299,13 @@ def test_simulation_switch_reports_the_platform_without_touching_the_device(tmp_
     bad = run([BIN / "lfkit", "doctor", "--json"], env=clean_env(LFKIT_SIMULATE="rocm:sm80"))
     assert bad.returncode == 0 and json.loads(bad.stdout)["platform"]["simulated"] is None
     assert any("LFKIT_SIMULATE=rocm:sm80" in p["what"] for p in json.loads(bad.stdout)["problems"])
+    # said at every command, not only by doctor: a run would otherwise go on as this machine without a word
+    assert bad.stderr.splitlines()[0].startswith("lfkit: warning: LFKIT_SIMULATE=rocm:sm80: an AMD architecture")
+    hip = run([BIN / "lfkit", "patches", "--json"], env=clean_env(LFKIT_SIMULATE="rocm:gfx9999:abc"))
+    assert hip.returncode == 0 and hip.stderr.splitlines() == [
+        "lfkit: warning: LFKIT_SIMULATE=rocm:gfx9999:abc: the HIP version is numbers and dots, e.g. rocm:gfx906:6.2; "
+        "ignored, this machine's own platform answers"
+    ]
 
 
 def test_plan_under_simulation_holds_the_run_against_the_simulated_card(tmp_path):

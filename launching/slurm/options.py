@@ -48,6 +48,10 @@ class JobOptions:
         return {k: v for k, v in vars(self).items() if v not in (None, [])}
 
 
+# sbatch --time: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, or no limit.
+_TIME = re.compile(r"^(?:\d+-\d+(?::\d+){0,2}|\d+(?::\d+){0,2}|unlimited|infinite)$", re.IGNORECASE)
+
+
 def split(assignments: list[str], extra_lines: list[str] | None = None) -> tuple[list[str], JobOptions]:
     """The Slurm keys out of ``key=value`` items, checked; the rest is the recipe's."""
     rest, given = [], {}
@@ -67,7 +71,16 @@ def split(assignments: list[str], extra_lines: list[str] | None = None) -> tuple
             bad = [e for e in value.split(",") if not _GRES.match(e.strip())]
             if bad:
                 raise UsageError(f"gres={value}: expected NAME[:TYPE][:COUNT], such as dcu:4 or gpu:8")
+            none = [e.strip() for e in value.split(",") if e.strip().split(":")[-1] == "0"]
+            if none:
+                raise UsageError(f"gres={value}: {none[0]} asks for no device; give a count of 1 or more")
             options.gres = value
+        elif key == "time":
+            if not _TIME.match(value):
+                raise UsageError(
+                    f"time={value}: expected a Slurm time limit such as 90 (minutes), 4:00:00 or 1-12:00:00"
+                )
+            options.time = value
         elif not value:
             raise UsageError(f"{key}= needs a value")
         else:

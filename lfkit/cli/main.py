@@ -21,7 +21,24 @@ app.add_typer(recipes_app, name="recipes")
 app.add_typer(models_app, name="models")
 
 
+def _warn_of_a_bad_simulation() -> None:
+    """A malformed LFKIT_SIMULATE is ignored (the real platform answers): said at every command,
+    not only by `lfkit doctor`, since a user who set it expects every answer to follow it."""
+    import os
+    import sys
+
+    from ..simulation import ENV, BadSimulation, parse
+
+    text = os.environ.get(ENV, "").strip()
+    if text:
+        try:
+            parse(text)
+        except BadSimulation as exc:
+            sys.stderr.write(f"lfkit: warning: {exc}; ignored, this machine's own platform answers\n")
+
+
 def main() -> None:
+    _warn_of_a_bad_simulation()
     try:
         app()
     except UsageError as exc:
