@@ -35,6 +35,10 @@ def config_path(value: str) -> Path:
     path = Path(value).expanduser()
     if path.suffix.lower() != ".json" and not path.exists():
         raise UsageError(f"deepspeed={value}: not a preset ({', '.join(PRESETS)}) nor a JSON file")
+    if path.is_dir():
+        raise UsageError(
+            f"deepspeed={value} is a folder; give a DeepSpeed JSON file or a preset ({', '.join(PRESETS)})"
+        )
     if not path.is_file():
         raise UsageError(f"deepspeed={value}: no such file")
     return path.resolve()
@@ -57,6 +61,19 @@ def check_config(path: Path, config: dict[str, Any], args: dict[str, Any]) -> No
     zero = config.get("zero_optimization", {})
     if not isinstance(zero, dict):
         raise UsageError(f"deepspeed={path}: zero_optimization must be an object")
+    stage = zero.get("stage", 0)
+    if stage != "auto" and (isinstance(stage, bool) or stage not in (0, 1, 2, 3)):
+        # (DeepSpeed's own message for this names the enum twice: "0, 1, 2, 3 or 3")
+        raise UsageError(
+            f"deepspeed={path}: zero_optimization.stage is {json.dumps(stage)}; ZeRO stages are 0, 1, 2 and 3"
+        )
+    for part in ("offload_optimizer", "offload_param"):
+        offload = zero.get(part)
+        if isinstance(offload, dict) and offload.get("device") == "nvme" and not offload.get("nvme_path"):
+            raise UsageError(
+                f"deepspeed={path}: zero_optimization.{part} offloads to nvme but gives no nvme_path "
+                "(a folder on a fast local disk)"
+            )
     from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
     from pydantic import ValidationError
 

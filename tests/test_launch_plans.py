@@ -2,6 +2,7 @@
 the job request, the job script, device masks, and how a job's state reads."""
 
 import json
+import re
 import shlex
 
 import pytest
@@ -34,7 +35,11 @@ def test_every_preset_passes_deepspeeds_own_schema(preset):
             {"zero_optimization": {"stage": 0, "offload_optimizer": {"device": "cpu"}}},
             "offload_optimizer needs ZeRO stage 1",
         ),
-        ({"zero_optimization": {"stage": 7}}, "zero_optimization.stage: Input should be"),
+        ({"zero_optimization": {"stage": 7}}, "zero_optimization.stage is 7; ZeRO stages are 0, 1, 2 and 3"),
+        (
+            {"zero_optimization": {"stage": 3, "offload_param": {"device": "nvme"}}},
+            "zero_optimization.offload_param offloads to nvme but gives no nvme_path",
+        ),
         (
             {"zero_optimization": {"stage": 2, "no_such_key": 1}},
             "zero_optimization.no_such_key: Extra inputs are not permitted",
@@ -45,8 +50,13 @@ def test_every_preset_passes_deepspeeds_own_schema(preset):
 def test_a_bad_deepspeed_config_is_one_line(tmp_path, config, message):
     path = tmp_path / "ds.json"
     path.write_text(json.dumps(config))
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UsageError, match=re.escape(message)):
         deepspeed.resolve(str(path), {"per_device_train_batch_size": 4})
+
+
+def test_a_deepspeed_folder_is_named_as_one(tmp_path):
+    with pytest.raises(UsageError, match="is a folder; give a DeepSpeed JSON file or a preset"):
+        deepspeed.resolve(str(tmp_path), {})
 
 
 @pytest.mark.slow
