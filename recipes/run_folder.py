@@ -224,21 +224,22 @@ def lock_run_folder(out: Path) -> int:
 Guard = Callable[[Path, dict], None]
 
 
-def check_output_dir(plan: Plan, overwrite: bool, guard: Guard | None = None) -> str:
-    """'fresh' or 'continue', with the folder locked; --overwrite clears the run's own files."""
+def judge_output_dir(plan: Plan, overwrite: bool, guard: Guard | None = None) -> tuple[str, list[Path]]:
+    """What a run would do with its output_dir: ("fresh", []), ("overwrite", the files it would
+    remove) or ("continue", []); a UsageError where it must refuse. Writes nothing, so ``--dry-run``
+    asks exactly what the run asks."""
     out = plan.output_dir
     if out is None or outputs.is_empty_run_folder(out):
-        return "fresh"
+        return "fresh", []
     refuse_foreign(out)
-    record = read_record(out)
+    record = read_record(out) or {}
     if guard is not None:
         guard(out, record)
     if record.get("status") == SUBMITTED and not overwrite:
-        return "fresh"  # a Slurm job's first start: the folder holds only what the submission wrote
+        return "fresh", []  # a Slurm job's first start: the folder holds only what the submission wrote
     refuse_finished(out, overwrite, record)
     if overwrite:
-        outputs.remove(out, outputs.removal(out))
-        return "fresh"
+        return "overwrite", outputs.removal(out)
     diffs = differences(record.get("plan", {}), normal(plan_dict(plan)))
     if record.get("recipe") != plan.recipe.name or diffs:
         what = diffs[0] if diffs else f"recipe {record.get('recipe')}"
@@ -246,9 +247,19 @@ def check_output_dir(plan: Plan, overwrite: bool, guard: Guard | None = None) ->
             f"output_dir {out} holds an unfinished run with other arguments ({what}); "
             "run it with the same ones to continue, or pass --overwrite to start over"
         )
-    unfinished = [s.dir for s in plan.steps if s.dir and (read_record(s.dir) or {}).get("status") != FINISHED]
-    outputs.keep_user_files(out, unfinished)
-    return "continue"
+    return "continue", []
+
+
+def check_output_dir(plan: Plan, overwrite: bool, guard: Guard | None = None) -> str:
+    """'fresh' or 'continue', with the folder locked; --overwrite clears the run's own files."""
+    verdict, files = judge_output_dir(plan, overwrite, guard)
+    if verdict == "overwrite":
+        outputs.remove(plan.output_dir, files)
+        return "fresh"
+    if verdict == "continue":
+        unfinished = [s.dir for s in plan.steps if s.dir and (read_record(s.dir) or {}).get("status") != FINISHED]
+        outputs.keep_user_files(plan.output_dir, unfinished)
+    return verdict
 
 
 def versions() -> dict[str, str | None]:

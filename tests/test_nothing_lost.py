@@ -70,6 +70,8 @@ def test_overwrite_removes_only_what_the_run_recorded(tmp_path, tiny_llama):
     assert {"run.json", "adapter_model.safetensors", "output.log", "llamafactory.yaml"} <= recorded
 
     (out / "NOTES.txt").write_text("lr 1e-2 looked better")
+    dry = lfkit(*argv, "--overwrite", "--dry-run")  # the dry run refuses what the run refuses
+    assert dry.returncode == 2 and "holds files lfkit did not record as this run's (NOTES.txt)" in dry.stderr
     refused = lfkit(*argv, "--overwrite")
     assert refused.returncode == 2
     assert "holds files lfkit did not record as this run's (NOTES.txt)" in refused.stderr

@@ -124,7 +124,7 @@ def run_recipe(
 ):
     """Run a recipe by name: validate, check that each train step fits the card, run each step (or a Slurm job)."""
     from lfkit.recipes.failures import run_failures
-    from lfkit.recipes.run_folder import plan_dict, refuse_finished
+    from lfkit.recipes.run_folder import judge_output_dir, plan_dict, refuse_finished
 
     from .plan import preflight, show_on_stderr, step_plans
 
@@ -140,6 +140,7 @@ def run_recipe(
     )
     devices = backend.devices_per_node
     if dry_run:  # the plan (and with --slurm the job script); nothing runs, nothing is submitted
+        judge_output_dir(plan, overwrite, backend.folder_guard)  # what the run would refuse, refused here
         memory = {}
         if any(s.command == "train" for s in plan.steps):
             plans = step_plans(plan, devices)
