@@ -61,18 +61,18 @@ def load() -> dict[str, DatasetSpec]:
     """The registered datasets; whatever cannot be read is reported and left out."""
     path = state_file()
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
         problems.report(
             f"cannot read the dataset registry {path} ({reason}); its datasets are unknown",
             f"make {path} readable, or set LFKIT_HOME to a folder of your own",
         )
         return {}
     try:
-        raw = json.loads(text)
+        raw = json.loads(data.decode("utf-8"))  # not UTF-8 (a UTF-16 file from an editor) is corrupt too
         if not isinstance(raw, dict):
             raise ValueError("not a JSON object")
     except ValueError:

@@ -45,7 +45,7 @@ def key_result(command: str, folder: Path | None, record: dict[str, Any] | None)
     """One short phrase: the step's main figure and where its product is."""
     if folder is None or record is None:
         return ""
-    args = record.get("args") or {}
+    args = record.get("args") if isinstance(record.get("args"), dict) else {}  # a damaged run.json: no args
     if command == "train":
         loss = final_loss(folder)
         what = "adapter" if args.get("finetuning_type", "lora") == "lora" else "model"

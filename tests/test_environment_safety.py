@@ -51,6 +51,21 @@ def test_a_corrupt_registry_is_set_aside_never_deleted(tmp_path):
     assert run([LFKIT, "datasets", "--json"], env=clean_env(LFKIT_HOME=str(home))).returncode == 0
 
 
+def test_a_registry_saved_as_utf16_is_set_aside_and_data_add_goes_on(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    saved = json.dumps({"old": {"file": "/x.json"}}).encode("utf-16")  # an editor's "Unicode": BOM, UTF-16
+    (home / "datasets.json").write_bytes(saved)
+    data = tmp_path / "one.json"
+    data.write_text(json.dumps([{"instruction": "q", "input": "", "output": "a"}]))
+    added = run([LFKIT, "data", "add", "mine", data], env=clean_env(LFKIT_HOME=str(home)))
+    assert added.returncode == 0, added.stderr[-2000:]
+    assert "Traceback" not in added.stderr and "corrupt" in added.stderr
+    (aside,) = home.glob("datasets.json.corrupt-*")
+    assert aside.read_bytes() == saved
+    assert set(json.loads((home / "datasets.json").read_text())) == {"mine"}
+
+
 def test_a_bad_entry_name_is_left_out_and_can_be_removed(tmp_path):
     home = tmp_path / "home"
     home.mkdir()

@@ -73,3 +73,23 @@ def test_logging_and_save_steps_are_exported_as_whole_numbers(tiny_llama, tmp_pa
     text = target.read_text(encoding="utf-8")
     assert "\nlogging_steps: 10\n" in text and "\nsave_steps: 500\n" in text
     assert "\nlearning_rate: 5.0e-05\n" in text  # a real fraction stays one
+
+
+def test_a_damaged_run_json_is_one_line_or_an_honest_word(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text("[1, 2]")
+    status = run([BIN / "lfkit", "status", folder], env=clean_env())
+    assert (status.returncode, status.stderr.strip()) == (
+        2, f"lfkit: error: {folder / 'run.json'} is not a run record (not a JSON object)"
+    )  # fmt: skip
+    record = {"recipe": "sft-lora-single", "step": "train", "status": 5, "args": "lr=1",
+              "plan": {"train": {"command": "train", "dir": str(folder), "args": "x", "notes": "n"}}}  # fmt: skip
+    (folder / "run.json").write_text(json.dumps(record))
+    for argv in (["status", folder, "--json"], ["show", folder, "--json"], ["runs", tmp_path, "--json"]):
+        result = run([BIN / "lfkit", *argv], env=clean_env())
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        shown = json.loads(result.stdout)
+        if isinstance(shown, list):  # runs: also those of other tests, remembered in lfkit's home
+            (shown,) = [r for r in shown if r["folder"] == str(folder)]
+        assert shown["status"] == "unknown"

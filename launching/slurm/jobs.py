@@ -130,7 +130,9 @@ def read_record(folder: Path) -> dict | None:
 
 def _local(record: dict) -> str:
     ran = record.get("status")
-    return {"submitted": "pending"}.get(ran, ran if isinstance(ran, str) else "failed")
+    if ran == "submitted":
+        return "pending"
+    return ran if ran in ("running", "finished", "failed", "interrupted") else "unknown"
 
 
 def cancel(folder: Path) -> str:

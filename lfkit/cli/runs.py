@@ -55,15 +55,28 @@ def runs_command(
     )
 
 
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _listing(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _plan_of(record: dict) -> dict[str, dict]:
+    """The steps a run.json names, leaving out what is not a step (a hand-edited or damaged file)."""
+    return {name: step for name, step in _mapping(record.get("plan")).items() if isinstance(step, dict)}
+
+
 def _differences(record: dict, recipe) -> list[tuple[str, str, str]]:
     """(step, key, value) of resolved arguments a user gave or changed against the recipe's own
     (those lfkit resolved itself are notes, shown apart with their why)."""
     out = []
     steps = {s.name: s for s in recipe.steps} if recipe else {}
-    for name, step in (record.get("plan") or {}).items():
+    for name, step in _plan_of(record).items():
         own = steps[name].args if name in steps else {}
-        given = {**(step.get("args") or {}), **(step.get("lfkit_args") or {})}
-        resolved = {note.partition(":")[0] for note in step.get("notes") or []}  # shown with their why
+        given = {**_mapping(step.get("args")), **_mapping(step.get("lfkit_args"))}
+        resolved = {str(note).partition(":")[0] for note in _listing(step.get("notes"))}  # shown with their why
         for key, value in given.items():
             if key in resolved:
                 continue
@@ -91,20 +104,20 @@ def show_command(folder: Path = typer.Argument(..., help="A run folder (output_d
     recipe = entry.value if entry is not None else None
     single = "step" in record
     steps = []
-    for name, step in (record.get("plan") or {}).items():
+    for name, step in _plan_of(record).items():
         step_dir = folder if single else folder / name
         step_record = read_record(step_dir) if step_dir.is_dir() else None
         steps.append({
-            "step": name, "command": step["command"], "folder": str(step_dir),
+            "step": name, "command": step.get("command"), "folder": str(step_dir),
             "status": (step_record or {}).get("status", "not started"), "seconds": (step_record or {}).get("seconds"),
-            "result": key_result(step["command"], step_dir, step_record) if step_record else "",
+            "result": key_result(step.get("command"), step_dir, step_record) if step_record else "",
         })  # fmt: skip
     metrics = {
         str(p.relative_to(folder)): p for p in sorted(folder.rglob("metrics.json")) if "checkpoint" not in str(p)
     }
     plots = [str(p) for p in sorted(folder.rglob("*.png")) if "checkpoint" not in str(p)]
     # What lfkit resolved on its own (recipe defaults of a model family, auto precision), with the why.
-    notes = {name: list(step.get("notes") or []) for name, step in (record.get("plan") or {}).items()}
+    notes = {name: _listing(step.get("notes")) for name, step in _plan_of(record).items()}
     info = {**described, "steps": steps, "changed": _differences(record, recipe),
             "notes": {name: n for name, n in notes.items() if n}, "plots": plots,
             "metrics": {k: read_record(v.parent, v.name) for k, v in metrics.items()}}  # fmt: skip
