@@ -27,7 +27,15 @@ def resolve_model(value: str) -> str:
         family = value[len(TINY_PREFIX) :]
         if family not in FAMILIES:
             raise UsageError(f"model={value}: no tiny model for {family!r}; known: tiny:{', tiny:'.join(FAMILIES)}")
-        return str(tiny_model(family))
+        try:
+            return str(tiny_model(family))
+        except OSError as exc:  # a read-only or full LFKIT_HOME
+            from lfkit.paths import lfkit_home
+
+            raise UsageError(
+                f"model={value}: cannot build the tiny model under {lfkit_home()} ({exc.strerror or exc}); "
+                "set LFKIT_HOME to a folder you can write"
+            ) from None
     return value
 
 

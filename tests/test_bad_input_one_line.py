@@ -136,6 +136,19 @@ def test_a_sharegpt_row_without_an_assistant_turn(tmp_path):
     assert line == f"lfkit: error: {data}: row 2: no assistant turn answers the last user turn ('gpt')"
 
 
+def test_a_tiny_model_with_a_read_only_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        line = one_line(lfkit("run", "sft-lora-single", "model=tiny:llama", "dataset=telecom_demo",
+                              f"output_dir={tmp_path / 'out'}", "--dry-run", home=home, privileged=False))  # fmt: skip
+    finally:
+        home.chmod(0o755)
+    assert line.startswith(f"lfkit: error: model=tiny:llama: cannot build the tiny model under {home} (")
+    assert line.endswith("); set LFKIT_HOME to a folder you can write")
+
+
 def test_a_read_only_output_dir(tmp_path, tiny_llama):
     out = tmp_path / "out"
     out.mkdir()
