@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from lfkit.atomic import write_text
+from lfkit.tables import print_table
 
 from .report import HEADLINE, loss_points, mean_loss_point, new_figure, save_figure
 
@@ -92,12 +92,7 @@ def write_comparison(out: Path, rows: list[dict], keys: list[str], metric: str, 
     lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
     write_text(out / "comparison.md", "\n".join(lines) + "\n")
     _plot(out, rows, trained_step)
-    table = Table(title=f"ranked by {metric}", title_justify="left")
-    for c in columns:
-        table.add_column(c, no_wrap=c == "variant")
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    console.print(table)
+    print_table(console, f"ranked by {metric}", columns, [[_cell(row.get(c)) for c in columns] for row in rows])
     console.print(f"table: {out / 'comparison.csv'}, {out / 'comparison.md'}  plot: {out / 'loss_curves.png'}")
 
 

@@ -26,7 +26,9 @@ def test_a_run_without_a_terminal_prints_a_few_plain_lines_and_keeps_the_whole_l
     assert not any("\x1b" in line or "\r" in line for line in printed)  # no control characters in a pipe
     assert printed[0] == f"lfkit: step train (train) -> {out}"
     assert any(re.fullmatch(r"  train: finished in \d+s \(3/3 steps.*\)", line) for line in printed)
-    assert any(line.startswith("│ train │ finished │") and "loss " in line for line in printed)
+    # the summary: at 80 columns its long result cell does not fit, so each step is a block of lines
+    block = printed[printed.index("- step: train") :][:4]
+    assert block[1] == "  status: finished" and block[3].startswith("  result: loss ") and str(out) in block[3]
     assert f"next: lfkit run merge-lora model={tiny_llama} adapter={out} output_dir={out}-merged" in printed
     log = (out / "output.log").read_text(encoding="utf-8")
     assert "llamafactory" in log and "***** Running training *****" in log and len(log.splitlines()) > 100
@@ -93,3 +95,34 @@ def test_a_damaged_run_json_is_one_line_or_an_honest_word(tmp_path):
         if isinstance(shown, list):  # runs: also those of other tests, remembered in lfkit's home
             (shown,) = [r for r in shown if r["folder"] == str(folder)]
         assert shown["status"] == "unknown"
+
+
+def test_tables_read_whole_at_80_columns_without_a_terminal():
+    """Headers never cut, cells never folded to a letter a line: what --json holds is in the text whole."""
+    for argv, key in ((["patches"], "detail"), (["recipes"], "description"), (["datasets"], "file")):
+        text = run([BIN / "lfkit", *argv], env=clean_env(COLUMNS="80")).stdout
+        rows = json.loads(run([BIN / "lfkit", *argv, "--json"], env=clean_env()).stdout)
+        assert "…" not in text
+        for row in rows:
+            assert str(row[key]) in text, (argv, row[key])
+
+
+def test_a_table_too_wide_for_the_width_becomes_blocks_of_lines():
+    import io
+
+    from rich.console import Console
+
+    from lfkit.tables import print_table
+
+    note = "a LoRA adapter of rank 8 on all linear layers, with QLoRA 8-bit as DTK's bitsandbytes has it"
+    for width, wide in ((80, True), (300, False)):
+        out = io.StringIO()
+        console = Console(file=out, width=width, force_terminal=False)
+        print_table(console, "changes that make it fit", ["add to the command", "peak", "note"],
+                    [("finetuning_type=lora quantization_bit=8", "9.1 GiB", note)], numeric=("peak",))  # fmt: skip
+        lines = out.getvalue().splitlines()
+        if wide:
+            assert lines == ["changes that make it fit", "- add to the command: finetuning_type=lora quantization_bit=8",
+                             "  peak: 9.1 GiB", f"  note: {note}"]  # fmt: skip
+        else:
+            assert any(note in line and "9.1 GiB" in line for line in lines)

@@ -9,7 +9,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from lfkit.tables import print_table
 
 console = Console()
 
@@ -19,14 +20,7 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    t = Table(title=title, title_justify="left", show_lines=False)
-    for i, column in enumerate(columns):
-        # The first column is a name people copy (a patch id, a plugin): keep it whole.
-        # min_width: a header is never cut to "exac…" at 80 columns; cells fold instead
-        t.add_column(column, overflow="fold", no_wrap=i == 0, min_width=len(column))
-    for row in rows:
-        t.add_row(*("" if cell is None else str(cell) for cell in row))
-    console.print(t)
+    print_table(console, title, columns, rows)
 
 
 def error_line(message: str) -> None:

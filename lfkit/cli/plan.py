@@ -72,15 +72,9 @@ def show(plans: list, out: Console = console) -> None:
 
 
 def _table(out: Console, title, columns, rows) -> None:
-    from rich.table import Table
+    from lfkit.tables import print_table
 
-    t = Table(title=title, title_justify="left")
-    for i, column in enumerate(columns):
-        numbers = column in ("bytes", "size", "peak")
-        t.add_column(column, overflow="fold", no_wrap=i == 0 or numbers, justify="right" if numbers else "left")
-    for row in rows:
-        t.add_row(*("" if c is None else str(c) for c in row))
-    out.print(t)
+    print_table(out, title, columns, rows, numeric=("bytes", "size", "peak"))
 
 
 def preflight(plan, devices: int | None, skip: bool) -> list:
