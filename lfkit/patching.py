@@ -302,5 +302,11 @@ class PatchRegistry:
         """What would happen to a waiting patch if its target were imported now."""
         if state.status is not Status.WAITING:
             return state.detail
-        reason = check_guards(state.patch)
+        from .platform_detect import TorchNotLoaded, without_importing_torch
+
+        try:
+            with without_importing_torch():
+                reason = check_guards(state.patch)
+        except TorchNotLoaded:
+            return "decided when torch loads"
         return "would apply" if reason is None else f"would skip: {reason}"

@@ -1,4 +1,5 @@
 import json
+import sys
 
 import pytest
 
@@ -75,3 +76,27 @@ def test_simulated_dtk_from_its_toolkit_folder(torch_mod, monkeypatch, tmp_path)
     monkeypatch.setattr(torch_mod.version, "hip", "6.2.0")
     platform = detect_platform()
     assert (platform.kind, platform.dtk_version, platform.dtk_root) == ("dtk", "24.04", str(root))
+
+
+def test_patches_lists_without_importing_torch(tmp_path):
+    """`lfkit patches` answers from torch's version file; where only torch can answer (a HIP build's
+    GPU architecture), it says so instead of importing torch (seconds)."""
+    code = (
+        "import atexit, sys; atexit.register(lambda: print('TORCH', 'torch' in sys.modules, file=sys.stderr)); "
+        "from lfkit.cli.main import main; sys.argv = ['lfkit', 'patches', '--json']; main()"
+    )
+    result = run([sys.executable, "-c", code], env=clean_env())
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == "TORCH False"
+    details = {r["id"]: r["detail"] for r in json.loads(result.stdout)}
+    assert details["rocm-bf16-emulated"] == "would skip: platform is cpu, patch is for dtk/rocm"
+    # a ROCm build of torch that must not be imported: its version file says HIP, its import fails
+    fake = tmp_path / "site" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('torch was imported')\n")
+    (fake / "version.py").write_text("__version__ = '2.5.1+rocm6.2'\ncuda = None\nhip = '6.2.41133'\n")
+    rocm = run([BIN / "lfkit", "patches", "--json"], env=clean_env(PYTHONPATH=str(tmp_path / "site")))
+    assert rocm.returncode == 0, rocm.stderr[-2000:]
+    details = {r["id"]: r["detail"] for r in json.loads(rocm.stdout)}
+    assert details["rocm-bf16-emulated"] == details["deepspeed-rocm-cuda-check"] == "decided when torch loads"
+    assert details["lf-hook-model-load"] == "would apply"
