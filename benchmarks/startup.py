@@ -42,6 +42,41 @@ def _regular_install(workdir: Path) -> str:
     return python
 
 
+def measure_torch(python: str, rounds: int) -> float:
+    """`python -c "import torch"`, lfkit off and on, interleaved: what activation adds to a real import."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LFKIT_")}
+    variants = {"off (LFKIT_AUTOLOAD=0)": {**base, "LFKIT_AUTOLOAD": "0"}, "on (lfkit-autoload.pth)": base}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    _once(python, base, "import torch")
+    for _ in range(rounds):
+        for name, env in variants.items():
+            times[name].append(_once(python, env, "import torch"))
+    print(f"{rounds} interleaved rounds of `python -c 'import torch'`")
+    for name, samples in times.items():
+        print(f"  {name:26s} median {statistics.median(samples) * 1000:7.1f} ms")
+    off, on = (statistics.median(samples) for samples in times.values())
+    print(f"  ratio on/off: {on / off:.3f}  (goal <= 1.05)")
+    return on / off
+
+
+CLI_COMMANDS = (["--help"], ["patches"], ["datasets"], ["recipes"], ["models"], ["runs", "/nonexistent"], ["doctor"])
+
+
+def measure_cli(rounds: int) -> None:
+    """Median wall time of the everyday `lfkit` commands (goal: 0.35 s, doctor 1.5 s)."""
+    lfkit = str(Path(sys.executable).parent / "lfkit")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LFKIT_")}
+    print(f"`lfkit` commands, median of {rounds}")
+    for argv in CLI_COMMANDS:
+        samples = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            subprocess.run([lfkit, *argv], env=env, capture_output=True, cwd=tempfile.gettempdir())
+            samples.append(time.perf_counter() - started)
+        goal = 1.5 if argv == ["doctor"] else 0.35
+        print(f"  lfkit {' '.join(argv):22s} {statistics.median(samples):6.2f} s  (goal <= {goal})")
+
+
 def measure(label: str, python: str, rounds: int) -> float:
     base = {k: v for k, v in os.environ.items() if not k.startswith("LFKIT_")}
     variants = {"off (LFKIT_AUTOLOAD=0)": {**base, "LFKIT_AUTOLOAD": "0"}, "on (lfkit-autoload.pth)": base}
@@ -73,6 +108,8 @@ def main() -> int:
     ratios = [measure("editable install (this environment)", sys.executable, opts.rounds)]
     with tempfile.TemporaryDirectory(prefix="lfkit-bench-") as workdir:
         ratios.append(measure("regular wheel install", _regular_install(Path(workdir)), opts.rounds))
+    measure_torch(sys.executable, max(opts.rounds // 6, 5))
+    measure_cli(5)
     if opts.max_ratio is not None and max(ratios) > opts.max_ratio:
         print(f"FAIL: ratio {max(ratios):.3f} > {opts.max_ratio}")
         return 1
