@@ -44,6 +44,17 @@ def slurm_state(job_id: str) -> str | None:
     return accounted.split()[0] if accounted else None
 
 
+def _forgotten(job_id: str) -> bool:
+    """Slurm answers, and no longer knows the job (not: squeue is missing or the controller is down)."""
+    if shutil.which("squeue") is None:
+        return False
+    try:
+        done = subprocess.run(["squeue", "-h", "-j", str(job_id)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "Invalid job id" in done.stderr or (done.returncode == 0 and not done.stdout.strip())
+
+
 def is_active(state: str | None) -> bool:
     return state in PENDING_STATES or state in RUNNING_STATES
 
@@ -87,7 +98,8 @@ def status(folder: Path) -> dict:
         record = read_record(Path(folder)) or record
     summary = summarize(record, state) if job else _local(record)
     if job and not is_active(state) and record.get("status") in ("running", "submitted"):
-        record = _mark_ended(Path(folder), record, state, summary)
+        if state is not None or _forgotten(job):  # known to have ended; not merely out of reach from here
+            record = _mark_ended(Path(folder), record, state, summary)
     steps = []
     for name, step in (record.get("plan") or {}).items():
         step_dir = step.get("dir") if isinstance(step, dict) else None
