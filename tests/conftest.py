@@ -268,4 +268,3 @@ def slurm_cluster(tmp_path_factory):
         pytest.skip(reason)
     with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
         yield cluster
-

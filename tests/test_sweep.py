@@ -15,6 +15,9 @@ pytestmark = pytest.mark.slow
 LFKIT = BIN / "lfkit"
 SMALL = ["max_steps=4", "max_samples=12", "per_device_train_batch_size=2", "gradient_accumulation_steps=1",
          "logging_steps=1", "cutoff_len=64"]  # fmt: skip
+# A tiny model barely trained rarely says its end token: without a cap each answer runs to
+# LLaMA-Factory's default of 1024 new tokens. The ranking needs answers, not long ones.
+SHORT_EVAL = ["eval.max_new_tokens=8"]
 
 
 def test_eval_writes_predictions_metrics_and_a_table(tmp_path, tiny_llama):
@@ -31,7 +34,7 @@ def test_eval_writes_predictions_metrics_and_a_table(tmp_path, tiny_llama):
 
 
 def sweep_argv(tiny_llama, out):
-    return [LFKIT, "sweep", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo", *SMALL,
+    return [LFKIT, "sweep", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo", *SMALL, *SHORT_EVAL,
             "--grid", "learning_rate=1e-3,1e-2", "--eval", "telecom_demo_test", "-o", out]  # fmt: skip
 
 
@@ -80,7 +83,7 @@ def test_a_two_variant_sweep_resumes_without_rerunning_finished_variants(tmp_pat
 def test_compare_runs_the_same_recipe_on_two_models(tmp_path, tiny_llama, tiny_gemma):
     out = tmp_path / "compare"
     result = run([LFKIT, "compare", "sft-lora-single", f"model={tiny_llama},{tiny_gemma}", "dataset=telecom_demo",
-                  *SMALL, "--eval", "telecom_demo_test", "-o", out], env=clean_env())  # fmt: skip
+                  *SMALL, *SHORT_EVAL, "--eval", "telecom_demo_test", "-o", out], env=clean_env())  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out / "comparison.csv", encoding="utf-8") as fh:
         rows = {r["model"]: r for r in csv.DictReader(fh)}
