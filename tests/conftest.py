@@ -27,6 +27,7 @@ SESSION_HOME = Path(tempfile.mkdtemp(prefix="lfkit-test-home-"))
 os.environ["LFKIT_HOME"] = str(SESSION_HOME)
 # The in-process tests too (tiny models, memory plans): see clean_env.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["TORCH_EXTENSIONS_DIR"] = str(SESSION_HOME / "torch_extensions")
 atexit.register(shutil.rmtree, SESSION_HOME, True)
 
 
@@ -45,6 +46,9 @@ def clean_env(**extra: str) -> dict[str, str]:
         # (8 LoRA steps: 0.34 s with one thread, 4.5-7.8 s with two, on 2 cores), and a run's
         # processes (lfkit, the step, torchrun's workers) then do not fight over the cores.
         OMP_NUM_THREADS="1",
+        # DeepSpeed's ops are built into a folder of this session: a build killed half-way elsewhere
+        # leaves a lock file in ~/.cache/torch_extensions that makes every later build wait forever.
+        TORCH_EXTENSIONS_DIR=str(SESSION_HOME / "torch_extensions"),
     )
     env.update(extra)
     return env
@@ -268,3 +272,17 @@ def slurm_cluster(tmp_path_factory):
         pytest.skip(reason)
     with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
         yield cluster
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into node ids
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, as `make test` runs): tests go to the workers
+    one by one, except those that share something costly or single: the Slurm cluster (one per
+    machine) and a module's own fixtures (module or class scope: computed once, on one worker)."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        scopes = {d.scope for defs in (info.name2fixturedefs.values() if info else ()) for d in defs}
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif scopes & {"module", "class", "package"}:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
