@@ -130,8 +130,21 @@ def _from_build() -> Platform:
             "cuda", f"torch {version} built for CUDA {cuda}, and an NVIDIA driver is present", version, cuda
         )
     if cuda:
-        return Platform("cpu", f"torch built for CUDA {cuda}, but no NVIDIA driver is present", version, cuda)
+        why = f"torch built for CUDA {cuda}, but no CUDA device is visible (no NVIDIA driver)"
+        return Platform("cpu", why, version, cuda)
     return Platform("cpu", "torch has no CUDA or HIP build", version)
+
+
+def _surely_cpu() -> Platform | None:
+    """This machine's answer without importing torch where it cannot be anything but cpu: torch not
+    loaded yet, not a HIP build, and no GPU driver to see a device through (a login node)."""
+    if "torch" in sys.modules:
+        return None
+    try:
+        platform = _from_build()
+    except TorchNotLoaded:
+        return None
+    return platform if platform.kind == "cpu" else None
 
 
 def detect_platform(with_gpus: bool = False) -> Platform:
@@ -142,6 +155,9 @@ def detect_platform(with_gpus: bool = False) -> Platform:
         return _simulated_platform(sim, with_gpus)
     if getattr(_PREVIEW, "on", False) and "torch" not in sys.modules:
         return _from_build()
+    cpu = _surely_cpu()
+    if cpu is not None:
+        return cpu
     try:
         import torch
     except ImportError:
