@@ -60,8 +60,12 @@ def _nobody_runs(folder: Path, record: dict) -> bool:
     """No lfkit process runs this folder's run any more: its lock is free (a run holds it from start
     to end). Where the lock cannot be opened (a folder of another user, a file system without
     locks), its recorded process is gone (judged on the host that ran it only)."""
+    plan = record.get("plan") if isinstance(record.get("plan"), dict) else {}
+    own = plan.get(record.get("step")) if isinstance(plan.get(record.get("step")), dict) else {}
+    # A step folder of a multi-step run: the run's lock is its parent's (the output_dir).
+    root = folder.parent if len(plan) > 1 and own.get("dir") and Path(own["dir"]) == folder else folder
     try:
-        fd = acquire(folder / outputs.LOCK_FILE, blocking=False)
+        fd = acquire(root / outputs.LOCK_FILE, blocking=False)
     except Busy:
         return False
     except OSError:
