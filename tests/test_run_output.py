@@ -4,6 +4,7 @@ a summary with results and the next command, past runs at a glance, words a user
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -126,3 +127,22 @@ def test_a_table_too_wide_for_the_width_becomes_blocks_of_lines():
                              "  peak: 9.1 GiB", f"  note: {note}"]  # fmt: skip
         else:
             assert any(note in line and "9.1 GiB" in line for line in lines)
+
+
+def test_looking_at_a_step_of_a_running_run_leaves_it_running(tmp_path):
+    """A multi-step run holds its output_dir's lock; a step folder is judged by that lock, not its own."""
+    from lfkit.locking import acquire
+    from lfkit.recipes.run_folder import read_record, settle
+
+    plan = {name: {"command": "train", "dir": str(tmp_path / name)} for name in ("a", "b")}
+    (tmp_path / "run.json").write_text(json.dumps({"recipe": "r", "status": "running", "pid": 2**22, "plan": plan}))
+    (tmp_path / "a").mkdir()
+    step = {"recipe": "r", "step": "a", "status": "running", "pid": 2**22, "plan": plan}
+    (tmp_path / "a" / "run.json").write_text(json.dumps(step))
+    lock = acquire(tmp_path / ".lfkit.lock", blocking=False)  # the run, alive
+    try:
+        assert settle(tmp_path / "a")["status"] == settle(tmp_path)["status"] == "running"
+    finally:
+        os.close(lock)
+    assert settle(tmp_path)["status"] == "interrupted"  # gone: the run and its running step say so
+    assert read_record(tmp_path / "a")["status"] == "interrupted"
