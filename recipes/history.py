@@ -87,8 +87,11 @@ StatusOf = Callable[[Path], str]
 
 def describe(folder: Path, status_of: StatusOf | None = None) -> dict[str, Any]:
     """recipe, status, started, seconds, metric and folder of one run."""
-    record = settle(folder) or {}  # a run whose process is gone says so, in run.json too
-    status = status_of(folder) if status_of is not None else record.get("status", "?")
+    # status_of settles the record itself (a run whose process is gone says so, in run.json too)
+    status = status_of(folder) if status_of is not None else None
+    record = (read_record(folder) if status_of is not None else settle(folder)) or {}
+    if status is None:
+        status = record.get("status", "?")
     started, ended = _time(record.get("started")), _time(record.get("finished") or record.get("ended"))
     seconds = record.get("seconds")
     if seconds is None and started and ended:

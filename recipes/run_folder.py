@@ -92,13 +92,14 @@ def settle(folder: Path) -> dict | None:
             continue
         step_record = read_record(step_dir)
         if isinstance(step_record, dict) and step_record.get("status") == RUNNING:
-            _mend(step_dir, {**step_record, "status": INTERRUPTED, "ended": ended, "settled": why})
+            mend_record(step_dir, {**step_record, "status": INTERRUPTED, "ended": ended, "settled": why})
     mended = {**record, "status": INTERRUPTED, "ended": ended, "settled": why}
-    _mend(Path(folder), mended)
+    mend_record(Path(folder), mended)
     return mended
 
 
-def _mend(folder: Path, record: dict) -> None:
+def mend_record(folder: Path, record: dict) -> None:
+    """Write a corrected run.json; a folder the user may read but not write keeps the old one."""
     with contextlib.suppress(OSError):  # a folder the user may read but not write: the answer is still right
         write_json(folder / RUN_FILE, normal(record))
 

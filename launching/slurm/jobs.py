@@ -84,7 +84,7 @@ def status(folder: Path) -> dict:
     """Where a run stands (a Slurm job's run, or one on this machine), with each step's state; the
     same answer `lfkit runs` and `lfkit show` give. A run.json left saying "running" by a run that
     is gone is mended on the way: "interrupted" (killed here) or "failed" (a job Slurm lost)."""
-    from lfkit.recipes.run_folder import RUN_FILE, settle
+    from lfkit.recipes.run_folder import RUN_FILE, read_record, settle
 
     if not (Path(folder) / RUN_FILE).is_file():
         raise UsageError(f"{folder} holds no lfkit run (no run.json)")
@@ -121,23 +121,13 @@ def status(folder: Path) -> dict:
 def _mark_ended(folder: Path, record: dict, state: str | None, summary: str) -> dict:
     """run.json of a job that ended (or that Slurm forgot) before its run could record an end:
     "interrupted" where it was cancelled, else "failed"."""
-    import contextlib
-
-    from lfkit.atomic import write_json
-    from lfkit.recipes.run_folder import FAILED, INTERRUPTED, RUN_FILE, now
+    from lfkit.recipes.run_folder import FAILED, INTERRUPTED, mend_record, now
 
     why = f"the Slurm job ended {state}" if state else "Slurm no longer knows the job"
     status = INTERRUPTED if summary == "cancelled" else FAILED
     mended = {**record, "status": status, "ended": now(), "settled": f"{why} before the run recorded an end"}
-    with contextlib.suppress(OSError):
-        write_json(folder / RUN_FILE, mended)
+    mend_record(folder, mended)
     return mended
-
-
-def read_record(folder: Path) -> dict | None:
-    from lfkit.recipes.run_folder import read_record as read
-
-    return read(folder)
 
 
 def _local(record: dict) -> str:
