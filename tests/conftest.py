@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,18 +110,50 @@ def lfkit_home() -> Path:
     return SESSION_HOME
 
 
+def _shared_root(tmp_path_factory) -> Path:
+    """A folder every pytest-xdist worker of this run sees (the workers' base folders are siblings)."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     from lfkit.tiny_models import tiny_model
 
-    return tiny_model("llama", cache_dir=tmp_path_factory.getbasetemp() / "tiny-models")
+    # One model for all workers (tiny_model builds beside and renames): runs made on one worker
+    # (quick_adapter) name the same base model on the other.
+    return tiny_model("llama", cache_dir=_shared_root(tmp_path_factory) / "tiny-models")
 
 
 @pytest.fixture(scope="session")
 def tiny_gemma(tmp_path_factory) -> Path:
     from lfkit.tiny_models import tiny_model
 
-    return tiny_model("gemma", cache_dir=tmp_path_factory.getbasetemp() / "tiny-models")
+    return tiny_model("gemma", cache_dir=_shared_root(tmp_path_factory) / "tiny-models")
+
+
+# A LoRA run short enough for a test and long enough to log a loss curve.
+QUICK_LORA = ["num_train_epochs=1", "max_steps=3", "logging_steps=1", "per_device_train_batch_size=2",
+              "gradient_accumulation_steps=1", "cutoff_len=64", "learning_rate=1e-2"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def quick_adapter(tmp_path_factory):
+    """``quick_adapter(model) -> (adapter, data)``: a finished `lfkit run sft-lora-single` of QUICK_LORA on
+    tiny_alpaca, made once per run and shared by the tests that only read it (so the train -> merge
+    -> chat test, the family checks and the nothing-lost checks do not each train the same adapter)."""
+
+    def train(model: Path, folder: Path) -> None:
+        data = write_alpaca(folder / "data")
+        result = run([BIN / "lfkit", "run", "sft-lora-single", f"model={model}", "dataset=tiny_alpaca",
+                      f"dataset_dir={data}", f"output_dir={folder / 'adapter'}", *QUICK_LORA])  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    def get(model: Path) -> tuple[Path, Path]:
+        folder = built_once(tmp_path_factory, f"adapter-{model.name}", lambda f: train(model, f))
+        return folder / "adapter", folder / "data"
+
+    return get
 
 
 def pip_target(target: Path, *requirements, build_isolation: bool = False) -> Path:
@@ -135,16 +168,30 @@ def pip_target(target: Path, *requirements, build_isolation: bool = False) -> Pa
     return target
 
 
-_DEEPSPEED_SITES: dict[str, Path] = {}
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """The folder ``name``, built by ``build(folder)`` once for the whole run and read by every
+    pytest-xdist worker (each worker's session fixtures are its own, so a costly read-only build,
+    such as an sdist install, would otherwise happen once per worker)."""
+    from filelock import FileLock
+
+    shared = _shared_root(tmp_path_factory) / "built-once"
+    shared.mkdir(exist_ok=True)
+    folder, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half-way
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 def deepspeed_release(tmp_path_factory, version: str) -> Path:
-    """A DeepSpeed release pip-installed into a folder of its own, once per test session."""
-    if version not in _DEEPSPEED_SITES:
-        # DeepSpeed ships sdists only; they build against this environment's torch
-        folder = tmp_path_factory.mktemp(f"deepspeed-{version}")
-        _DEEPSPEED_SITES[version] = pip_target(folder, f"deepspeed=={version}")
-    return _DEEPSPEED_SITES[version]
+    """A DeepSpeed release pip-installed into a folder of its own, once per test run."""
+    # DeepSpeed ships sdists only; they build against this environment's torch
+    return built_once(
+        tmp_path_factory, f"deepspeed-{version}", lambda folder: pip_target(folder, f"deepspeed=={version}")
+    )
 
 
 def lora_train_args(model: Path, output_dir: Path, **extra) -> dict:
@@ -178,7 +225,7 @@ def write_yaml(path: Path, data: dict) -> Path:
 @pytest.fixture(scope="session")
 def hooklog_site(tmp_path_factory) -> Path:
     """The lfkit-hooklog test plugin, pip-installed (with its entry point) into a folder of its own."""
-    return pip_target(tmp_path_factory.mktemp("hooklog-site"), FIXTURES / "lfkit-hooklog")
+    return built_once(tmp_path_factory, "hooklog-site", lambda folder: pip_target(folder, FIXTURES / "lfkit-hooklog"))
 
 
 @pytest.fixture(scope="session")
@@ -254,7 +301,7 @@ def tiny_qwen2(tmp_path_factory, tiny_llama) -> Path:
 @pytest.fixture(scope="session")
 def qwen2_site(tmp_path_factory) -> Path:
     """The example third-party family plugin, pip-installed (with its entry point) into a folder of its own."""
-    return pip_target(tmp_path_factory.mktemp("qwen2-site"), FIXTURES / "lfkit-qwen2")
+    return built_once(tmp_path_factory, "qwen2-site", lambda folder: pip_target(folder, FIXTURES / "lfkit-qwen2"))
 
 
 @pytest.fixture(scope="session")

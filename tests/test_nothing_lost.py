@@ -5,6 +5,7 @@ signals to real processes.
 """
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -27,16 +28,10 @@ def record(folder):
     return json.loads((folder / "run.json").read_text(encoding="utf-8"))
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_llama):
-    """A finished LoRA run (an adapter) on a dataset folder of its own."""
-    root = tmp_path_factory.mktemp("trained")
-    data = write_alpaca(root / "data")
-    adapter = root / "adapter"
-    result = lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
-                   f"output_dir={adapter}", *QUICK)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return adapter, data
+@pytest.fixture
+def trained(quick_adapter, tiny_llama):
+    """A finished LoRA run (an adapter) on a dataset folder of its own (shared with other tests: read only)."""
+    return quick_adapter(tiny_llama)
 
 
 def test_an_input_is_never_an_output_even_with_overwrite(trained, tiny_llama):
@@ -104,16 +99,21 @@ def _step_pids(folder) -> list[int]:
 def test_killing_lfkit_kills_its_step_and_the_lock_keeps_a_second_trainer_out(tmp_path, tiny_llama):
     data = write_alpaca(tmp_path / "data")
     out = tmp_path / "adapter"
+    # 60 steps, not LONG's 400: the run is frozen while it is looked at, so it cannot end before the
+    # kill, and the resume below trains only what is left.
     argv = [LFKIT, "run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
-            f"output_dir={out}", *LONG]  # fmt: skip
-    first = _start(argv)
+            f"output_dir={out}", "max_steps=60", *LONG[1:]]  # fmt: skip
+    first = subprocess.Popen([str(a) for a in argv], env=clean_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     _wait_for(out / "checkpoint-5" / "trainer_state.json", first)
+    os.killpg(first.pid, signal.SIGSTOP)  # lfkit and its step, holding the lock
 
     second = run(argv, env=clean_env())
     assert second.returncode == 2
     assert second.stderr.strip().splitlines()[-1].startswith(f"lfkit: error: output_dir {out} has a run in progress")
 
     assert _step_pids(out), "the step process should be training"
+    os.killpg(first.pid, signal.SIGCONT)
     first.kill()  # SIGKILL to lfkit alone, not to its process group
     first.communicate()
     deadline = time.monotonic() + 30

@@ -9,13 +9,12 @@ import time
 import pytest
 import yaml
 
-from conftest import BIN, clean_env, run, write_alpaca
+from conftest import BIN, QUICK_LORA, clean_env, run, write_alpaca
 from lfkit.recipes.run_folder import last_checkpoint
 
 pytestmark = pytest.mark.slow
 LFKIT = BIN / "lfkit"
-QUICK = ["num_train_epochs=1", "max_steps=3", "logging_steps=1", "per_device_train_batch_size=2",
-         "gradient_accumulation_steps=1", "cutoff_len=64", "learning_rate=1e-2"]  # fmt: skip
+QUICK = QUICK_LORA
 PROMPT = "回答中国电信手机用户的问题,问题3,应该怎么做？"
 
 
@@ -33,14 +32,12 @@ def record(folder):
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma"])
-def test_train_merge_chat(family, tmp_path, request):
+def test_train_merge_chat(family, tmp_path, request, quick_adapter):
     model = request.getfixturevalue(f"tiny_{family}")
-    data = write_alpaca(tmp_path / "data")
-    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
-
-    train = lfkit("run", "sft-lora-single", f"model={model}", "dataset=tiny_alpaca", f"dataset_dir={data}",
-                  f"output_dir={adapter}", *QUICK)  # fmt: skip
-    assert train.returncode == 0, train.stderr[-3000:]
+    # `lfkit run sft-lora-single model=MODEL dataset=tiny_alpaca dataset_dir=DATA output_dir=ADAPTER *QUICK`,
+    # shared with the family checks (it exits 0 or the fixture fails)
+    adapter, data = quick_adapter(model)
+    merged = tmp_path / "merged"
     assert (adapter / "adapter_model.safetensors").is_file()
     assert (adapter / "training_loss.png").is_file()  # LLaMA-Factory's loss plot
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -127,9 +124,12 @@ def _kill_between_checkpoints(process, out, first_checkpoint: int) -> tuple[int,
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_llama):
     data = write_alpaca(tmp_path / "data")
     out = tmp_path / "adapter"
+    # Enough steps after checkpoint-10 that the run is still going when the probe looks (it polls every
+    # 0.05 s; a step takes longer), few enough that the resumed run is short.
+    steps = 60
     argv = [LFKIT, "run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
-            f"output_dir={out}", "max_steps=400", "save_steps=10", "logging_steps=1", "per_device_train_batch_size=1",
-            "gradient_accumulation_steps=1", "cutoff_len=64"]  # fmt: skip
+            f"output_dir={out}", f"max_steps={steps}", "save_steps=10", "logging_steps=1",
+            "per_device_train_batch_size=1", "gradient_accumulation_steps=1", "cutoff_len=64"]  # fmt: skip
     process = subprocess.Popen([str(a) for a in argv], env=clean_env(), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     checkpoint, logged = _kill_between_checkpoints(process, out, 10)
@@ -147,11 +147,11 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_llama):
     assert rec["resumed_from"] == str(out / f"checkpoint-{checkpoint}") and checkpoint >= 10
     assert rec["args"]["resume_from_checkpoint"] == rec["resumed_from"]
     state = json.loads((out / "trainer_state.json").read_text())
-    assert state["global_step"] == 400
+    assert state["global_step"] == steps
     assert f"resuming from checkpoint-{checkpoint}" in resumed.stdout
     # the log goes on from the checkpoint, each step once: the steps the killed run logged after its
     # checkpoint (run again on resume) are set aside, not lost
-    assert _logged_steps(out) == list(range(1, 401))
+    assert _logged_steps(out) == list(range(1, steps + 1))
     aside = out / f"trainer_log.after-checkpoint-{checkpoint}.jsonl"
     assert _logged_steps(aside) == list(range(checkpoint + 1, logged + 1))
     assert f"steps logged after checkpoint-{checkpoint} kept in {aside.name}" in resumed.stdout

@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, clean_env, lora_train_args, pip_target, probe, read_jsonl, run, write_alpaca, write_yaml
+from conftest import (
+    BIN,
+    built_once,
+    clean_env,
+    lora_train_args,
+    pip_target,
+    probe,
+    read_jsonl,
+    run,
+    write_alpaca,
+    write_yaml,
+)
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
@@ -52,7 +63,9 @@ print("REPORT " + json.dumps(report))
 
 @pytest.fixture(scope="session")
 def bnb_0381(tmp_path_factory):
-    return pip_target(tmp_path_factory.mktemp("bitsandbytes-0.38.1"), "bitsandbytes==0.38.1")
+    return built_once(
+        tmp_path_factory, "bitsandbytes-0.38.1", lambda folder: pip_target(folder, "bitsandbytes==0.38.1")
+    )
 
 
 def _probe(tiny_llama, tmp_path, site=None, fixed=True, **sim):

@@ -6,7 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, clean_env, lora_train_args, pip_target, probe, read_jsonl, run, write_alpaca, write_yaml
+from conftest import (
+    BIN,
+    built_once,
+    clean_env,
+    lora_train_args,
+    pip_target,
+    probe,
+    read_jsonl,
+    run,
+    write_alpaca,
+    write_yaml,
+)
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
@@ -66,8 +77,8 @@ def transformers_site(request, tmp_path_factory):
     if request.param == "installed":
         return None
     # transformers 4.x refuses huggingface_hub 1.x: it brings the hub it was released with
-    target = tmp_path_factory.mktemp(f"transformers-{request.param}")
-    return pip_target(target, f"transformers=={request.param}", "huggingface_hub==0.36.0")
+    return built_once(tmp_path_factory, f"transformers-{request.param}",
+                      lambda folder: pip_target(folder, f"transformers=={request.param}", "huggingface_hub==0.36.0"))  # fmt: skip
 
 
 def test_training_step_fails_without_lfkit_and_matches_reference_with_it(tiny_baichuan2, tmp_path, transformers_site):

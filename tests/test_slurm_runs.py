@@ -126,8 +126,9 @@ def test_cancel_then_resume_from_the_last_checkpoint(env, tmp_path):
 
 def test_sweep_submits_one_job_per_variant_and_collects(env, tmp_path):
     out = tmp_path / "sweep"
-    sweep = ["sweep", "sft-lora-single", *QUICK, "max_steps=2", "max_samples=8", "eval.max_new_tokens=8", "--grid", "learning_rate=1e-3,2e-3",
-             "--eval", "telecom_demo_test", "-o", out, "--slurm"]  # fmt: skip
+    sweep = ["sweep", "sft-lora-single", *QUICK, "max_steps=2", "max_samples=8", "eval.max_new_tokens=8",
+             "eval.max_samples=8", "--grid", "learning_rate=1e-3,2e-3", "--eval", "telecom_demo_test", "-o", out,
+             "--slurm"]  # fmt: skip
     first = lfkit(env, *sweep)
     assert first.returncode == 0, first.stderr
     assert first.stdout.count(": job ") == 2

@@ -16,8 +16,8 @@ LFKIT = BIN / "lfkit"
 SMALL = ["max_steps=4", "max_samples=12", "per_device_train_batch_size=2", "gradient_accumulation_steps=1",
          "logging_steps=1", "cutoff_len=64"]  # fmt: skip
 # A tiny model barely trained rarely says its end token: without a cap each answer runs to
-# LLaMA-Factory's default of 1024 new tokens. The ranking needs answers, not long ones.
-SHORT_EVAL = ["eval.max_new_tokens=8"]
+# LLaMA-Factory's default of 1024 new tokens. The ranking needs answers, not long ones, nor many.
+SHORT_EVAL = ["eval.max_new_tokens=8", "eval.max_samples=8"]
 
 
 def test_eval_writes_predictions_metrics_and_a_table(tmp_path, tiny_llama):

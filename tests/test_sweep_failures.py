@@ -14,8 +14,8 @@ LFKIT = BIN / "lfkit"
 def test_a_failing_variant_is_recorded_and_the_others_run(tmp_path, tiny_llama):
     argv = [LFKIT, "sweep", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo", "max_steps=2",
             "max_samples=8", "per_device_train_batch_size=2", "logging_steps=10", "cutoff_len=64",
-            "eval.max_new_tokens=8", "--grid", "lora_target=no_such_module,q_proj,q_proj", "--eval",
-            "telecom_demo_test"]  # fmt: skip
+            "eval.max_new_tokens=8", "eval.max_samples=8", "--grid", "lora_target=no_such_module,q_proj,q_proj",
+            "--eval", "telecom_demo_test"]  # fmt: skip
     first = run(argv, env=clean_env(), cwd=tmp_path)
     assert first.returncode == 1, first.stderr[-3000:]
     assert "1 of 2 variants failed (lora_target=no_such_module)" in first.stderr
