@@ -9,9 +9,10 @@ folder runs for a plan.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,31 @@ def _from_transformers(folder: Path, config: dict[str, Any]) -> ModelShape | Non
     )
 
 
+def _transformers_shape(folder: Path, config: dict[str, Any]) -> ModelShape | None:
+    """``_from_transformers``, kept in lfkit's cache under config.json and the transformers and torch
+    versions, which are all it depends on: building the meta model imports torch and transformers
+    (about ten seconds of a 2-core machine), so a second plan of the same model (another cutoff_len,
+    batch or method, a sweep's preflight of each variant) answers without them."""
+    from importlib import metadata
+
+    from lfkit.installed_facts import remembered
+
+    def compute() -> dict[str, Any] | None:
+        shape = _from_transformers(folder, config)
+        return None if shape is None else {**asdict(shape), "excluded_from_lora": list(shape.excluded_from_lora)}
+
+    try:
+        versions = {name: metadata.version(name) for name in ("transformers", "torch")}
+    except metadata.PackageNotFoundError:
+        return _from_transformers(folder, config)
+    config_digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    kept = remembered("model-shape", {"config": config_digest, **versions}, compute)
+    if kept is None:
+        return None
+    tensors = [Tensor(t["name"], tuple(t["shape"]), t["linear"]) for t in kept["tensors"]]
+    return ModelShape(**{**kept, "tensors": tensors, "excluded_from_lora": tuple(kept["excluded_from_lora"])})
+
+
 def model_shape(folder: str | Path) -> ModelShape:
     """The shape of the model in ``folder`` (a folder with a config.json; weights not needed)."""
     from lfkit.plugin_manager import get_manager
@@ -178,7 +204,7 @@ def model_shape(folder: str | Path) -> ModelShape:
     if shape is not None:
         shape.torch_dtype = shape.torch_dtype or config.get("torch_dtype")
         return shape
-    shape = _from_transformers(folder, config)
+    shape = _transformers_shape(folder, config)
     if shape is None:
         kind = config.get("model_type", "?")
         raise UsageError(

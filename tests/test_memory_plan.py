@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, FIXTURES, clean_env, run
+from conftest import BIN, FIXTURES, clean_env, py, run
 
 CONFIGS = FIXTURES / "model_configs"
 GIB = 2**30
@@ -162,6 +162,30 @@ def test_lfkit_plan_json_and_table(seed_models, lfkit_home):
     assert table.returncode == 0, table.stderr
     assert "does NOT fit" in table.stdout and "finetuning_type=lora" in table.stdout
     assert "gradient checkpointing on" in table.stdout
+
+
+PLAN_AND_SAY_IF_TORCH_LOADED = """
+import sys
+from lfkit.cli.main import main
+sys.argv = ["lfkit", "plan", "sft-lora-single", {model!r}, "dataset=telecom_demo", "template=default", "--json"]
+try:
+    main()
+finally:
+    print("torch loaded:", "torch" in sys.modules, file=sys.stderr)
+"""
+
+
+def test_a_second_plan_of_the_same_model_takes_its_shape_from_the_cache(seed_models, tmp_path):
+    """The meta-device model (torch and transformers: seconds) is built once per config.json and
+    transformers version; the next plan of it, with other settings, loads neither."""
+    code = PLAN_AND_SAY_IF_TORCH_LOADED.format(model=f"model={seed_models['gemma-2b']}")
+    env = clean_env(LFKIT_HOME=str(tmp_path / "home"))
+    first, second = py(code, env=env), py(code.replace("--json", 'per_device_train_batch_size=2", "--json'), env=env)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+    assert "torch loaded: True" in first.stderr and "torch loaded: False" in second.stderr, second.stderr[-2000:]
+    one, other = json.loads(first.stdout), json.loads(second.stdout)
+    assert one["parameters"]["total"] == other["parameters"]["total"] == PUBLISHED["gemma-2b"]
+    assert one["steps"][0]["rows"]["weights"] == other["steps"][0]["rows"]["weights"]
 
 
 def test_preflight_stops_a_run_that_will_not_fit_before_anything_loads(seed_models, tmp_path):
