@@ -6,26 +6,52 @@ imported here; none of them imports this module.
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 from ..errors import UsageError
-
-# Each command module registers its commands on the app as it is imported (experiments imports
-# recipes, which registers `run`); typer lists them in that order in `lfkit --help`.
-from . import environment, experiments, jobs, plan, runs  # noqa: F401
 from .app import app
-from .data import data_app
-from .models import models_app
-from .recipes import recipes_app  # also `run`
 
-app.add_typer(data_app, name="data")
-app.add_typer(recipes_app, name="recipes")
-app.add_typer(models_app, name="models")
+# The module that registers each command, in the order `lfkit --help` lists them (experiments
+# imports recipes, which registers `run`). `lfkit COMMAND ...` imports only COMMAND's module:
+# importing them all (recipes, planning, Slurm, evaluation code) was a third of the start-up
+# of `lfkit datasets`. `lfkit`, `--help`, `--version` and an unknown word import them all.
+COMMANDS = {
+    "plugins": "environment",
+    "patches": "environment",
+    "datasets": "environment",
+    "doctor": "environment",
+    "eval": "experiments",
+    "sweep": "experiments",
+    "compare": "experiments",
+    "run": "recipes",
+    "status": "jobs",
+    "logs": "jobs",
+    "cancel": "jobs",
+    "plan": "plan",
+    "runs": "runs",
+    "show": "runs",
+    "data": "data",
+    "recipes": "recipes",
+    "models": "models",
+}
+# Command groups: a typer app of their own, added under their name.
+GROUPS = {"data": "data_app", "recipes": "recipes_app", "models": "models_app"}
+
+
+def register(words: list[str]) -> None:
+    """Put on the app the command ``words[0]`` names, or every command."""
+    wanted = [words[0]] if words and words[0] in COMMANDS else list(COMMANDS)
+    for name in wanted:
+        module = importlib.import_module(f"{__package__}.{COMMANDS[name]}")
+        if name in GROUPS:
+            app.add_typer(getattr(module, GROUPS[name]), name=name)
 
 
 def _warn_of_a_bad_simulation() -> None:
     """A malformed LFKIT_SIMULATE is ignored (the real platform answers): said at every command,
     not only by `lfkit doctor`, since a user who set it expects every answer to follow it."""
     import os
-    import sys
 
     from ..simulation import ENV, BadSimulation, parse
 
@@ -39,6 +65,7 @@ def _warn_of_a_bad_simulation() -> None:
 
 def main() -> None:
     _warn_of_a_bad_simulation()
+    register(sys.argv[1:2])
     try:
         app()
     except UsageError as exc:
