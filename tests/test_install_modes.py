@@ -34,6 +34,9 @@ report["prepare_args_patch"] = get_manager().patches.states["lf-hook-prepare-arg
 print(json.dumps(report))
 """
 
+# With the autoload off only the start matters: no need to import LLaMA-Factory (seconds) to see it.
+START_PROBE = 'import json, sys; print(json.dumps({"lfkit_at_start": "lfkit" in sys.modules}))'
+
 
 def _venv(tmp_path, name):
     venv = tmp_path / name
@@ -62,9 +65,9 @@ def _pip(venv, *args):
     assert result.returncode == 0, result.stderr
 
 
-def _probe(venv, **env):
+def _probe(venv, code=PROBE, **env):
     # cwd: away from the checkout, whose top-level folders python -c would otherwise see
-    result = run([venv / "bin" / "python", "-c", PROBE], env=clean_env(**env), cwd=venv)
+    result = run([venv / "bin" / "python", "-c", code], env=clean_env(**env), cwd=venv)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -107,7 +110,7 @@ def test_regular_install(tmp_path, wheel):
     assert report["rocm_patches_file"] == str(purelib / "lfkit" / "rocm_patches" / "__init__.py")
     assert report["generic_top_level"] == []
     assert report["prepare_args_patch"] == "applied"
-    assert _probe(venv, LFKIT_AUTOLOAD="0")["lfkit_at_start"] is False
+    assert _probe(venv, START_PROBE, LFKIT_AUTOLOAD="0")["lfkit_at_start"] is False
 
 
 def test_editable_install(tmp_path, source):
@@ -120,4 +123,4 @@ def test_editable_install(tmp_path, source):
     assert report["rocm_patches_file"] == str(source / "rocm_patches" / "__init__.py")
     assert report["generic_top_level"] == []
     assert report["prepare_args_patch"] == "applied"
-    assert _probe(venv, LFKIT_AUTOLOAD="0")["lfkit_at_start"] is False
+    assert _probe(venv, START_PROBE, LFKIT_AUTOLOAD="0")["lfkit_at_start"] is False
