@@ -13,8 +13,11 @@ PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c const
 # uv installs the set-up (about 150 packages, torch's CUDA wheels among them) in about a minute where
 # pip takes four to five. uv does not read pip's configuration: the index pip is set to use is handed
 # on, the system's certificates are trusted as pip trusts them, and where uv fails pip does the install.
+# --compile-bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set (CI, this machine) every process
+# would otherwise compile torch, transformers and LLaMA-Factory from source again.
 UV_INDEX := $(or $(PIP_INDEX_URL),$(shell $(PYTHON) -m pip config get global.index-url 2>/dev/null))
-UV_INSTALL := UV_NATIVE_TLS=1 $(BIN)/uv pip install --python $(BIN)/python $(if $(UV_INDEX),--default-index $(UV_INDEX)) -c constraints/dev.txt
+UV_INSTALL := UV_NATIVE_TLS=1 $(BIN)/uv pip install --compile-bytecode --python $(BIN)/python \
+	$(if $(UV_INDEX),--default-index $(UV_INDEX)) -c constraints/dev.txt
 
 $(STAMP): pyproject.toml setup.py constraints/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
