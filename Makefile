@@ -16,7 +16,7 @@ PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -c const
 # --compile-bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set (CI, this machine) every process
 # would otherwise compile torch, transformers and LLaMA-Factory from source again.
 UV_INDEX := $(or $(PIP_INDEX_URL),$(shell $(PYTHON) -m pip config get global.index-url 2>/dev/null))
-UV_INSTALL := UV_NATIVE_TLS=1 $(BIN)/uv pip install --compile-bytecode --python $(BIN)/python \
+UV_INSTALL := UV_SYSTEM_CERTS=1 $(BIN)/uv pip install --compile-bytecode --python $(BIN)/python \
 	$(if $(UV_INDEX),--default-index $(UV_INDEX)) -c constraints/dev.txt
 
 $(STAMP): pyproject.toml setup.py constraints/dev.txt
