@@ -23,7 +23,7 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lfkit.atomic import write_json, write_text
 from lfkit.errors import UsageError
@@ -31,7 +31,9 @@ from lfkit.locking import Busy, acquire
 
 from . import outputs
 from .progress import TRAINER_LOG
-from .resolve import Plan, ResolvedStep
+
+if TYPE_CHECKING:  # resolving pulls in LLaMA-Factory's argument facts; `lfkit show` and `status` need none
+    from .resolve import Plan
 
 RUN_FILE = "run.json"
 LF_ARGS_FILE = "llamafactory.yaml"
@@ -154,6 +156,7 @@ def plan_file(plan: Plan) -> dict[str, Any]:
 
 
 def plan_from_file(data: dict[str, Any]) -> Plan:
+    from .resolve import Plan, ResolvedStep
     from .spec import Recipe, Step
 
     steps = [
