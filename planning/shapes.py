@@ -174,17 +174,15 @@ def _transformers_shape(folder: Path, config: dict[str, Any]) -> ModelShape | No
     versions, which are all it depends on: building the meta model imports torch and transformers
     (about ten seconds of a 2-core machine), so a second plan of the same model (another cutoff_len,
     batch or method, a sweep's preflight of each variant) answers without them."""
-    from importlib import metadata
-
     from lfkit.installed_facts import remembered
+    from lfkit.patching import distribution_version
 
     def compute() -> dict[str, Any] | None:
         shape = _from_transformers(folder, config)
         return None if shape is None else {**asdict(shape), "excluded_from_lora": list(shape.excluded_from_lora)}
 
-    try:
-        versions = {name: metadata.version(name) for name in ("transformers", "torch")}
-    except metadata.PackageNotFoundError:
+    versions = {name: distribution_version(name) for name in ("transformers", "torch")}
+    if None in versions.values():
         return _from_transformers(folder, config)
     config_digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     kept = remembered("model-shape", {"config": config_digest, **versions}, compute)

@@ -78,9 +78,9 @@ def test_overwrite_removes_only_what_the_run_recorded(tmp_path, tiny_llama):
     assert record(out)["status"] == "finished"
 
 
-def _start(argv):
+def _start(argv, new_session=False):
     return subprocess.Popen([str(a) for a in argv], env=clean_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, start_new_session=new_session)  # fmt: skip
 
 
 def _wait_for(path, process, seconds=300):
@@ -103,8 +103,7 @@ def test_killing_lfkit_kills_its_step_and_the_lock_keeps_a_second_trainer_out(tm
     # kill, and the resume below trains only what is left.
     argv = [LFKIT, "run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
             f"output_dir={out}", "max_steps=60", *LONG[1:]]  # fmt: skip
-    first = subprocess.Popen([str(a) for a in argv], env=clean_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    first = _start(argv, new_session=True)  # its own group: frozen below
     _wait_for(out / "checkpoint-5" / "trainer_state.json", first)
     os.killpg(first.pid, signal.SIGSTOP)  # lfkit and its step, holding the lock
 
