@@ -61,11 +61,14 @@ def lfkit_prepare_args(command, args):
 
 
 @hookspec
-def lfkit_recipe_defaults(command, args):
+def lfkit_recipe_defaults(command, args, runs_model_code):
     """Preferences for a recipe step of ``lfkit run`` / ``sweep`` / ``compare`` / ``recipes export``, never
     for LLaMA-Factory's own commands: return ``{key: (value, why)}`` for keys the user left unset
     (a model family's template and lora_target). lfkit fills them, shows each with its why in
     ``--dry-run``, ``lfkit show`` and the exported YAML. May stop the run with ``stop_run``.
+
+    ``runs_model_code`` is False where the step is only planned (``lfkit plan`` reads config.json and
+    nothing else): a consent such as ``trust_remote_code`` is not needed there.
     """
 
 

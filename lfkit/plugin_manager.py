@@ -264,11 +264,12 @@ class Manager:
                     changes.append(ArgChange(impl.plugin_name, key, old, new))
         return changes
 
-    def recipe_defaults(self, command: str, args: dict) -> dict[str, tuple[Any, str]]:
+    def recipe_defaults(self, command: str, args: dict, runs_model_code: bool = True) -> dict[str, tuple[Any, str]]:
         """What the plugins would fill in a recipe step (``lfkit run`` only): key -> (value, why).
         Keys the user set are never offered; the first plugin to offer a key wins."""
         filled: dict[str, tuple[Any, str]] = {}
-        for result in self.pm.hook.lfkit_recipe_defaults(command=command, args=dict(args)):
+        hook = self.pm.hook.lfkit_recipe_defaults
+        for result in hook(command=command, args=dict(args), runs_model_code=runs_model_code):
             for key, offer in (result or {}).items():
                 if args.get(key) in (None, ""):
                     filled.setdefault(key, tuple(offer))

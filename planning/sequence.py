@@ -82,6 +82,26 @@ def _tokenized_lengths(args: dict[str, Any]) -> tuple[int, int]:
     return max(lengths), len(lengths)
 
 
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("true", "1", "yes")
+
+
+def _tokenizer_is_folder_code(model: Path) -> bool:
+    """The folder brings its tokenizer as code (a tokenization_*.py, or auto_map naming AutoTokenizer in
+    tokenizer_config.json or config.json, which transformers both read), as ChatGLM3 and Baichuan2 do."""
+    if any(model.glob("tokenization_*.py")):
+        return True
+    for name in ("tokenizer_config.json", "config.json"):
+        try:
+            config = json.loads((model / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        auto_map = config.get("auto_map") if isinstance(config, dict) else None
+        if isinstance(auto_map, dict) and "AutoTokenizer" in auto_map:
+            return True
+    return False
+
+
 def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) -> tuple[int, str]:
     """(tokens, where the figure comes from) for a train step."""
     cutoff = int(args.get("cutoff_len") or 2048)
@@ -94,6 +114,8 @@ def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) ->
     model = Path(str(args.get("model_name_or_path")))
     if model.is_dir() and not any((model / name).is_file() for name in TOKENIZER_FILES):
         return cutoff, "cutoff_len (no tokenizer in the model folder)"
+    if model.is_dir() and _tokenizer_is_folder_code(model) and not _truthy(args.get("trust_remote_code")):
+        return cutoff, "cutoff_len (the tokenizer is the model folder's code: trust_remote_code=true reads the data)"
     key = _key(args, datasets)
     cached = _read_cache().get(key)
     if cached:

@@ -38,8 +38,8 @@ def lfkit_register_patches(register):
 
 
 @hookimpl
-def lfkit_recipe_defaults(command, args):
-    return defaults.recipe_defaults(command, args)
+def lfkit_recipe_defaults(command, args, runs_model_code):
+    return defaults.recipe_defaults(command, args, runs_model_code)
 
 
 @hookimpl

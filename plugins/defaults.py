@@ -8,7 +8,7 @@ hold every value filled here, so ``llamafactory-cli`` on that YAML does the same
 - template and (for LoRA training) lora_target, only where the user gave none,
   each with the evidence it came from;
 - remote code only with consent: without ``trust_remote_code: true`` the run stops
-  with one line naming the files that would execute;
+  with one line naming the files that would execute (a plan runs none: no consent);
 - a transformers too old for the family stops the run with one line and the fix.
 """
 
@@ -65,7 +65,7 @@ def defaults_for(command: str, args: dict, detection: Detection) -> dict:
     return filled
 
 
-def recipe_defaults(command: str, args: dict) -> dict[str, tuple[str, str]]:
+def recipe_defaults(command: str, args: dict, runs_model_code: bool = True) -> dict[str, tuple[str, str]]:
     """key -> (value, why) for a recipe step on a recognised family; stops a run that cannot start."""
     model = args.get("model_name_or_path")
     detection = detect_model(model)
@@ -75,7 +75,7 @@ def recipe_defaults(command: str, args: dict) -> dict[str, tuple[str, str]]:
     problem = requirement_problem(family)
     if problem:
         stop_run(problem)
-    if family.remote_code and not _truthy(args.get("trust_remote_code")):
+    if family.remote_code and runs_model_code and not _truthy(args.get("trust_remote_code")):
         files = ", ".join(remote_code_files(model)) or "(none found in the folder)"
         stop_run(
             f"model {model} is {family.name}, which runs Python code from its folder ({files}); "

@@ -184,14 +184,14 @@ def _absolute(key: str, value: Any) -> Any:
     return str(Path(value).expanduser().resolve())
 
 
-def _prepare_with_plugins(command: str, args: dict[str, Any], notes: list[str]) -> None:
+def _prepare_with_plugins(command: str, args: dict[str, Any], notes: list[str], runs_model_code: bool) -> None:
     """Recipe defaults first (a family's template and lora_target, said with their why), then
     lfkit_prepare_args, exactly as ``llamafactory-cli`` on the exported YAML will run it."""
     from lfkit.plugin_manager import get_manager
 
     manager = get_manager()
     lf_command = command if command in LF_COMMANDS else "chat"
-    for key, (value, why) in manager.recipe_defaults(lf_command, args).items():
+    for key, (value, why) in manager.recipe_defaults(lf_command, args, runs_model_code).items():
         args[key] = value
         notes.append(f"{key}: {value} ({why})")
     for change in manager.prepare_args(lf_command, args):
@@ -204,10 +204,13 @@ def resolve(
     config: dict[str, Any] | None = None,
     on_output_dir: Callable[[Path | None], None] | None = None,
     devices: int | None = None,
+    runs_model_code: bool = True,
 ) -> Plan:
     """The plan of a run. ``on_output_dir`` sees the run folder as soon as it is known,
     before LLaMA-Factory is imported, so a refusal there costs nothing. ``devices``: the
-    GPUs per node where the run will go (a Slurm job's gres); None means this machine's."""
+    GPUs per node where the run will go (a Slurm job's gres); None means this machine's.
+    ``runs_model_code=False``: the plan is only looked at (``lfkit plan``), so no consent to a model
+    folder's code is asked."""
     given = {**(config or {}), **assignments}
     step_names = {s.name for s in recipe.steps}
     per_step: dict[str, dict[str, Any]] = {name: {} for name in step_names}
@@ -266,7 +269,7 @@ def resolve(
                     args[key], why = False, f"{_emulated_bf16()} has no native bf16"
                 resolved.notes.append(f"{key}: auto -> {args[key]} ({why})")
         if step.command != "report":
-            _prepare_with_plugins(step.command, args, resolved.notes)
+            _prepare_with_plugins(step.command, args, resolved.notes, runs_model_code)
         for key in list(args):
             args[key] = lf_args.coerce(step.command, key, args[key], where)
             out_of_range = range_error(key, args[key])

@@ -239,3 +239,16 @@ def test_plan_bytes_equal_the_real_tensors_of_a_trained_step(tiny_llama, tmp_pat
     for row in ("weights", "trainable", "gradients", "optimizer"):
         assert rows[row] == measured[row], (row, rows[row], measured[row])
     assert measured["trainable"] > 0 and (method != "full" or measured["weights"] == 0)
+
+
+def test_a_plan_of_a_remote_code_family_needs_no_consent(tiny_chatglm3, tmp_path):
+    """A plan reads config.json (the family plugin gives the shape): no code of the folder runs, so no
+    trust_remote_code is asked; the run itself still asks, and the tokenizer (the folder's code) is not loaded."""
+    argv = ["sft-lora-single", f"model={tiny_chatglm3}", "dataset=telecom_demo", "gpu_memory=16GiB"]
+    planned = run([BIN / "lfkit", "plan", *argv, "--json"])
+    assert planned.returncode == 0, planned.stderr
+    (step,) = json.loads(planned.stdout)["steps"]
+    assert step["model"]["model_type"] == "chatglm" and step["fits"] is True
+    assert "trust_remote_code=true reads the data" in step["sequence"]["source"]
+    refused = run([BIN / "lfkit", "run", *argv, f"output_dir={tmp_path / 'out'}", "--dry-run"])
+    assert refused.returncode == 2 and "pass trust_remote_code=true to allow it" in refused.stderr

@@ -111,7 +111,8 @@ def plan_command(
     if not any(a.partition("=")[0].strip() == "output_dir" for a in assignments):
         # a plan writes nothing; the recipe's folder only has to be named
         assignments.append(f"output_dir={Path(tempfile.gettempdir()) / 'lfkit-plan-unused'}")
-    plan = plan_for(name, assignments, config, devices=devices)
+    # only config.json (and the tokenizer, where trusted) is read: no consent to a model folder's code is needed
+    plan = plan_for(name, assignments, config, devices=devices, runs_model_code=False)
     plans = step_plans(plan, devices)
     if not plans:
         raise UsageError(f"recipe {name} has no train step whose model folder exists yet to plan")

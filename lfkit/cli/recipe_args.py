@@ -40,12 +40,14 @@ def get_recipe(name: str):
     return entry
 
 
-def plan_for(name: str, assignments: list[str] | None, config: Path | None, on_output_dir=None, devices=None):
+def plan_for(name: str, assignments: list[str] | None, config: Path | None, on_output_dir=None, devices=None,
+             runs_model_code=True):  # fmt: skip
     from lfkit.recipes.resolve import parse_assignments, read_config, resolve
 
     recipe = get_recipe(name).value
+    given = parse_assignments(assignments or [])
     with quiet_resolution():
-        return resolve(recipe, parse_assignments(assignments or []), read_config(config), on_output_dir, devices)
+        return resolve(recipe, given, read_config(config), on_output_dir, devices, runs_model_code)
 
 
 def choose_backend(slurm: bool, assignments: list[str] | None, sbatch_lines: list[str] | None):
