@@ -14,9 +14,10 @@ from typing import Any
 
 from lfkit.errors import UsageError
 
+from .fit import Fit, what_fits
 from .memory import GIB, Estimate, estimate
 from .sequence import longest_sample
-from .shapes import ModelShape, model_shape
+from .shapes import ModelShape, model_shape, read_config
 from .suggest import Suggestion, suggestions
 
 # The preflight stops a step only when its estimate is more than this much above the target:
@@ -49,6 +50,7 @@ class StepPlan:
     target_source: str
     shape: ModelShape
     suggestions: list[Suggestion] = field(default_factory=list)
+    fit: Fit | None = None
 
     @property
     def fits(self) -> bool | None:
@@ -73,6 +75,7 @@ class StepPlan:
             "model": self.shape.as_dict(),
             "notes": list(e.notes),
             "suggestions": [s.as_dict() for s in self.suggestions],
+            **({"fit": self.fit.as_dict()} if self.fit else {}),
         }
 
 
@@ -101,24 +104,42 @@ def has_target(lfkit_args: dict[str, Any], devices: int | None) -> bool:
     return visible_devices() > 0 or bool(devices)
 
 
-def plan_step(step, devices: int | None = None, platform_kind: str | None = None) -> StepPlan:
-    """The plan of one resolved train step (lfkit.recipes.resolve.ResolvedStep)."""
+def _position_limit(folder: str) -> int | None:
+    """The longest sequence the model's config.json states (None where it states none)."""
+    config = read_config(Path(folder))
+    for section in (config.get("text_config"), config):
+        if isinstance(section, dict):
+            for key in ("max_position_embeddings", "seq_length", "model_max_length"):
+                if isinstance(section.get(key), int) and section[key] > 0:
+                    return section[key]
+    return None
+
+
+def plan_step(step, devices: int | None = None, platform_kind: str | None = None, fit: bool = False) -> StepPlan:
+    """The plan of one resolved train step (lfkit.recipes.resolve.ResolvedStep); with ``fit``, also the
+    longest sequence and the largest micro-batch that fit the target."""
     args, own = step.args, step.lfkit_args
     target, source, device = _target(own, devices)
+    if fit and target is None:
+        raise UsageError(f"step {step.name}: --fit needs a card to fit: give gpu_memory= (e.g. gpu_memory=16GiB)")
     shape = model_shape(args["model_name_or_path"])
     tokens, how = longest_sample(args, step.datasets)
 
-    def plan_with(variant: dict[str, Any], variant_own: dict[str, Any]) -> Estimate:
-        seq = tokens
-        if variant.get("cutoff_len") != args.get("cutoff_len"):
-            seq = min(tokens, int(variant["cutoff_len"]))
+    def plan_with(variant: dict[str, Any], variant_own: dict[str, Any], seq: int | None = None) -> Estimate:
+        if seq is None:
+            seq = tokens
+            if variant.get("cutoff_len") != args.get("cutoff_len"):
+                seq = min(tokens, int(variant["cutoff_len"]))
         if variant.get("deepspeed") and variant["deepspeed"] != args.get("deepspeed"):
             from lfkit.launching.deepspeed import config_path
 
             variant = {**variant, "deepspeed": str(config_path(variant["deepspeed"]))}
-        return estimate(shape, variant, variant_own, seq, how, device)
+        return estimate(shape, variant, variant_own, seq, how if seq == tokens else "cutoff_len", device)
 
     result = StepPlan(step.name, plan_with(args, own), target, source, shape)
+    if fit:
+        limit = _position_limit(args["model_name_or_path"])
+        result.fit = what_fits(args, lambda variant, seq: plan_with(variant, own, seq), tokens, how, target, limit)
     if result.fits is False:
         if platform_kind is None:
             from lfkit.platform_detect import detect_platform
@@ -128,11 +149,11 @@ def plan_step(step, devices: int | None = None, platform_kind: str | None = None
     return result
 
 
-def plan_run(plan, devices: int | None = None) -> list[StepPlan]:
+def plan_run(plan, devices: int | None = None, fit: bool = False) -> list[StepPlan]:
     """Plans for the train steps of a resolved run (lfkit.recipes.resolve.Plan) whose model folder
     exists already (one an earlier step will make cannot be read before the run)."""
     return [
-        plan_step(step, devices)
+        plan_step(step, devices, fit=fit)
         for step in plan.steps
         if step.command == "train" and (Path(str(step.args.get("model_name_or_path"))) / "config.json").is_file()
     ]

@@ -252,3 +252,31 @@ def test_a_plan_of_a_remote_code_family_needs_no_consent(tiny_chatglm3, tmp_path
     assert "trust_remote_code=true reads the data" in step["sequence"]["source"]
     refused = run([BIN / "lfkit", "run", *argv, f"output_dir={tmp_path / 'out'}", "--dry-run"])
     assert refused.returncode == 2 and "pass trust_remote_code=true to allow it" in refused.stderr
+
+
+def test_fit_finds_the_longest_sequence_and_the_largest_micro_batch_at_the_boundary():
+    """--fit's answers sit exactly on the boundary of the plan itself: one token (or the next micro-batch
+    that keeps the global batch) more does not fit."""
+    from lfkit.errors import UsageError
+
+    common = ["sft-lora-single", f"model={CONFIGS / 'Llama-2-7b-hf'}", "dataset=telecom_demo", "cutoff_len=1024"]
+    (step,) = plans(*common, "gpu_memory=16GiB")
+    assert step.fits is False and step.fit is None
+    from lfkit.cli.plan import step_plans
+    from lfkit.cli.recipes import plan_for
+
+    plan = plan_for(common[0], [*common[1:], "gpu_memory=16GiB", "output_dir=/nonexistent/plan-only"], None)
+    (fitted,) = step_plans(plan, fit=True)
+    fit = fitted.fit
+    assert (fit.micro_batch, fit.accumulation, fit.data_tokens) == (4, 4, 1024)
+    assert 128 < fit.longest_tokens < 1024 and fit.limit == 4096  # Llama-2's max_position_embeddings
+    (at,) = plans(*common[:3], f"cutoff_len={fit.longest_tokens}", "gpu_memory=16GiB")
+    (above,) = plans(*common[:3], f"cutoff_len={fit.longest_tokens + 1}", "gpu_memory=16GiB")
+    assert at.fits is True and above.fits is False and at.estimate.peak == fit.longest_peak
+    assert (fit.best_micro_batch, fit.best_accumulation) == (2, 8)  # 16 rows per optimizer step kept
+    (best,) = plans(*common, "per_device_train_batch_size=2", "gradient_accumulation_steps=8", "gpu_memory=16GiB")
+    assert best.fits is True and best.estimate.peak == fit.best_peak
+    assert "longest sequence at micro-batch 4" in fit.lines()[0] and "fit" in fitted.as_dict()
+    no_target = plan_for(common[0], [*common[1:], "output_dir=/nonexistent/plan-only"], None)
+    with pytest.raises(UsageError, match="--fit needs a card to fit: give gpu_memory="):
+        step_plans(no_target, fit=True)

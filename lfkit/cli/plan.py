@@ -26,11 +26,11 @@ def count(value: int) -> str:
     return f"{value / 1e9:.2f} B" if value >= 1e9 else f"{value / 1e6:.1f} M" if value >= 1e6 else f"{value:,}"
 
 
-def step_plans(plan, devices: int | None = None) -> list:
+def step_plans(plan, devices: int | None = None, fit: bool = False) -> list:
     from lfkit.planning.plan import plan_run
 
     with quiet_resolution():
-        return plan_run(plan, devices)
+        return plan_run(plan, devices, fit)
 
 
 def as_json(plans: list) -> dict:
@@ -63,6 +63,8 @@ def show(plans: list, out: Console = console) -> None:
         out.print(f"assumes: {e.setting.describe()}", highlight=False)
         for note in e.notes:
             out.print(f"note: {note}", highlight=False)
+        for line in p.fit.lines() if p.fit else ():
+            out.print(f"fits: {line}", highlight=False, soft_wrap=True)
         if p.fits is False:
             if p.suggestions:
                 _table(out, "changes that make it fit (cheapest first)", ["add to the command", "peak", "note"],
@@ -101,6 +103,9 @@ def plan_command(
     json_output: bool = JSON_OPTION,
     slurm: bool = typer.Option(False, "--slurm", help="Plan for the Slurm job's cards (gres=, nodes=)."),
     sbatch_lines: Optional[list[str]] = SBATCH_LINES,
+    fit: bool = typer.Option(
+        False, "--fit", help="Also find the longest sequence and the largest micro-batch that fit the card."
+    ),
 ):
     """Estimate each train step's peak device memory per worker, in rows, from config.json alone (no weights).
 
@@ -113,7 +118,7 @@ def plan_command(
         assignments.append(f"output_dir={Path(tempfile.gettempdir()) / 'lfkit-plan-unused'}")
     # only config.json (and the tokenizer, where trusted) is read: no consent to a model folder's code is needed
     plan = plan_for(name, assignments, config, devices=devices, runs_model_code=False)
-    plans = step_plans(plan, devices)
+    plans = step_plans(plan, devices, fit)
     if not plans:
         raise UsageError(f"recipe {name} has no train step whose model folder exists yet to plan")
     if json_output:
