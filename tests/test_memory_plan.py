@@ -280,3 +280,16 @@ def test_fit_finds_the_longest_sequence_and_the_largest_micro_batch_at_the_bound
     no_target = plan_for(common[0], [*common[1:], "output_dir=/nonexistent/plan-only"], None)
     with pytest.raises(UsageError, match="--fit needs a card to fit: give gpu_memory="):
         step_plans(no_target, fit=True)
+
+
+def test_a_sweep_checks_every_variant_before_the_first_starts(tmp_path):
+    out = tmp_path / "sweep"
+    argv = [BIN / "lfkit", "sweep", "sft-lora-single", f"model={CONFIGS / 'Llama-2-7b-hf'}", "dataset=telecom_demo",
+            "cutoff_len=64", "gpu_memory=16GiB", "--grid", "finetuning_type=lora,full", "--eval", "telecom_demo_test",
+            "-o", out]  # fmt: skip
+    result = run(argv)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("lfkit: error: variant finetuning_type=full: step train needs about ")
+    assert "finetuning_type=lora:" not in line  # the variant that fits is not named
+    assert not out.exists()

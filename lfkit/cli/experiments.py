@@ -10,7 +10,16 @@ import typer
 from ..errors import UsageError
 from .app import app
 from .output import console, fail
-from .recipe_args import ASSIGNMENTS, CONFIG, SBATCH_LINES, SLURM, choose_backend, get_recipe, quiet_resolution
+from .recipe_args import (
+    ASSIGNMENTS,
+    CONFIG,
+    NO_PREFLIGHT,
+    SBATCH_LINES,
+    SLURM,
+    choose_backend,
+    get_recipe,
+    quiet_resolution,
+)
 from .recipes import run_recipe
 
 EVAL_OPTION = typer.Option(..., "--eval", help="The test split every variant is measured on (a dataset name).")
@@ -28,7 +37,23 @@ def evaluate(
     run_recipe("eval-telecom", assignments, config, overwrite, dry_run=False, slurm=False, sbatch_lines=None)
 
 
-def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, overwrite, slurm, sbatch_lines):
+def _preflight_every_variant(sweep, plans: list, devices: int | None, skip: bool) -> None:
+    """Every variant's train steps against the card before the first variant starts: one line names
+    each variant that will not fit (exit 2), so a sweep never stops half-way for want of memory."""
+    from .plan import preflight
+
+    refused = []
+    for name, plan in zip(sweep.names, plans, strict=True):
+        try:
+            preflight(plan, devices, skip)
+        except UsageError as exc:
+            refused.append(f"variant {name}: {exc}")
+    if refused:
+        raise UsageError("; ".join(refused))
+
+
+def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, overwrite, slurm, sbatch_lines,
+           no_preflight=False):  # fmt: skip
     from lfkit.recipes.failures import run_failures
     from lfkit.recipes.resolve import read_config
     from lfkit.recipes.sweep import Sweep, VariantsFailed, default_folder
@@ -45,6 +70,7 @@ def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, 
     sweep.check_folder(overwrite)
     with quiet_resolution():
         plans = sweep.plans(backend.devices_per_node)
+    _preflight_every_variant(sweep, plans, backend.devices_per_node, no_preflight)
     console.print(f"lfkit: {len(plans)} variants of {recipe_name} -> {out}", highlight=False)
     echo = lambda line: console.print(line, highlight=False)  # noqa: E731
     try:
@@ -66,13 +92,17 @@ def sweep_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished sweep."),
     slurm: bool = SLURM,
     sbatch_lines: Optional[list[str]] = SBATCH_LINES,
+    no_preflight: bool = NO_PREFLIGHT,
 ):
     """A/B-test hyperparameters: every variant with the same data and seed, each evaluated and ranked.
 
-    With --slurm, one job per variant; the same command run again after the jobs end collects the table."""
+    Every variant's memory plan is checked before the first starts. With --slurm, one job per variant;
+    the same command run again after the jobs end collects the table."""
     from lfkit.recipes.sweep import parse_grid
 
-    _sweep(recipe, parse_grid(grid), assignments, config, dataset, output_dir, metric, overwrite, slurm, sbatch_lines)
+    grid_values = parse_grid(grid)
+    _sweep(recipe, grid_values, assignments, config, dataset, output_dir, metric, overwrite, slurm, sbatch_lines,
+           no_preflight)  # fmt: skip
 
 
 @app.command("compare")
@@ -86,8 +116,11 @@ def compare_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished comparison."),
     slurm: bool = SLURM,
     sbatch_lines: Optional[list[str]] = SBATCH_LINES,
+    no_preflight: bool = NO_PREFLIGHT,
 ):
-    """Compare models: the same recipe, data and hyperparameters on model=a,b,c, each evaluated and ranked."""
+    """Compare models: the same recipe, data and hyperparameters on model=a,b,c, each evaluated and ranked.
+
+    Every model's memory plan is checked before the first starts."""
     rest, models = [], None
     for item in assignments or []:
         if item.startswith("model="):
@@ -96,4 +129,5 @@ def compare_command(
             rest.append(item)
     if not models or len(models) < 2:
         raise UsageError("compare needs model=a,b[,c...] with two or more models")
-    _sweep(recipe, {"model": models}, rest, config, dataset, output_dir, metric, overwrite, slurm, sbatch_lines)
+    _sweep(recipe, {"model": models}, rest, config, dataset, output_dir, metric, overwrite, slurm, sbatch_lines,
+           no_preflight)  # fmt: skip
