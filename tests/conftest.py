@@ -30,6 +30,14 @@ os.environ["LFKIT_HOME"] = str(SESSION_HOME)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["TORCH_EXTENSIONS_DIR"] = str(SESSION_HOME / "torch_extensions")
 atexit.register(shutil.rmtree, SESSION_HOME, True)
+# lfkit's caches (facts read from the installed LLaMA-Factory, model shapes, tokenized lengths) are
+# shared by the pytest-xdist workers of a run: each entry is keyed by what it depends on and written
+# atomically, so a worker reads what another computed instead of importing LLaMA-Factory again. The
+# process that makes the folder (the controller, whose environment the workers inherit) removes it.
+if "LFKIT_TEST_SHARED_CACHE" not in os.environ:
+    os.environ["LFKIT_TEST_SHARED_CACHE"] = tempfile.mkdtemp(prefix="lfkit-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["LFKIT_TEST_SHARED_CACHE"], True)
+(SESSION_HOME / "cache").symlink_to(os.environ["LFKIT_TEST_SHARED_CACHE"], target_is_directory=True)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
