@@ -14,7 +14,7 @@ from lfkit.tables import print_table
 
 from .report import HEADLINE, loss_points, mean_loss_point, new_figure, save_figure
 
-console = Console()
+console = Console(emoji=False)  # a ":name:" in a path or value stays as written
 
 
 def _final_loss(train_dir: Path) -> float | None:

@@ -11,7 +11,7 @@ from rich.table import Table
 from lfkit.atomic import write_json
 
 HEADLINE = ("exact_match", "precision", "recall", "f1")
-console = Console()
+console = Console(emoji=False)  # a ":name:" in a path or value stays as written
 
 
 def print_metrics(title: str, metrics: dict) -> None:

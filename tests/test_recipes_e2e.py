@@ -65,10 +65,12 @@ def test_train_merge_chat(family, tmp_path, request, quick_adapter):
     assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
     assert record(merged)["status"] == "finished"
 
-    # one-shot chat: seeded sampling repeats itself; greedy on base + adapter equals greedy on the merge
-    sampled = [answer_of(lfkit("run", "chat", f"model={merged}", f"prompt={PROMPT}", "seed=7", "max_new_tokens=8"))
-               for _ in range(2)]  # fmt: skip
-    assert sampled[0] == sampled[1]
+    # one-shot chat: greedy on base + adapter equals greedy on the merge; seeded sampling repeats itself
+    # (the chat recipe's own seed, the same for every family: checked once, each chat is a process)
+    if family == "llama":
+        sampled = [answer_of(lfkit("run", "chat", f"model={merged}", f"prompt={PROMPT}", "seed=7", "max_new_tokens=8"))
+                   for _ in range(2)]  # fmt: skip
+        assert sampled[0] == sampled[1]
     greedy = ["do_sample=false", "max_new_tokens=8", f"prompt={PROMPT}"]
     with_adapter = answer_of(lfkit("run", "chat", f"model={model}", f"adapter={adapter}", *greedy))
     assert answer_of(lfkit("run", "chat", f"model={merged}", *greedy)) == with_adapter

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from lfkit.tables import print_table
 
-console = Console()
+console = Console(emoji=False)  # a ":name:" in a path or value stays as written
 
 
 def print_json(data: Any) -> None:

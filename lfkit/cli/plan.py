@@ -128,4 +128,4 @@ def plan_command(
 
 
 def show_on_stderr(plans: list) -> None:
-    show(plans, Console(file=sys.stderr))
+    show(plans, Console(file=sys.stderr, emoji=False))
