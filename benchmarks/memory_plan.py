@@ -213,6 +213,46 @@ def gpu_part(quick: bool) -> None:
     print(f"ratios within 0.85-1.15: {within}/{len(rows)}; verdict right: {right}/{len(rows)}")
 
 
+def speed_part(rounds: int = 5) -> None:
+    """How long `lfkit plan` of each 7B config takes with no model shape cached, beside
+    `python -c "import transformers"`, interleaved, medians (goal: within 3 s). The home is warmed
+    once with another model, so LLaMA-Factory's argument kinds (read once per installed version)
+    are not in the figures; no tokenizer sits beside the configs, so nothing is tokenized."""
+    import os
+    import statistics
+    import subprocess
+    import time
+
+    lfkit = str(Path(sys.executable).parent / "lfkit")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LFKIT_")}
+
+    def plan(model: str, home: str) -> None:
+        argv = [lfkit, "plan", "sft-lora-single", f"model={CONFIGS / model}", "dataset=telecom_demo",
+                "gpu_memory=16GiB", "--json"]  # fmt: skip
+        subprocess.run(argv, env={**base, "LFKIT_HOME": home}, check=True, capture_output=True)
+
+    models = ["Llama-2-7b-hf", "chatglm3-6b", "Baichuan2-7B-Chat", "Mistral-7B-v0.1"]
+    times: dict[str, list[float]] = {name: [] for name in ["import transformers", *models]}
+    with tempfile.TemporaryDirectory() as scratch:
+        warm = str(Path(scratch) / "warm")
+        plan("gemma-2b", warm)
+        for index in range(rounds):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import transformers"], env=base, check=True)
+            times["import transformers"].append(time.perf_counter() - started)
+            for model in models:
+                home = str(Path(scratch) / f"{model}-{index}")
+                subprocess.run(["cp", "-r", warm, home], check=True)  # the facts, no shape of this model
+                started = time.perf_counter()
+                plan(model, home)
+                times[model].append(time.perf_counter() - started)
+    reference = statistics.median(times["import transformers"])
+    rows = [[name, f"{statistics.median(s):.2f} s", f"{statistics.median(s) / reference:.2f}"]
+            for name, s in times.items()]  # fmt: skip
+    _print(f"plan speed, nothing of the model cached (median of {rounds}; goal <= 3 s)",
+           ["what", "time", "x import transformers"], rows)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two GPU configurations only")
@@ -220,6 +260,7 @@ def main() -> None:
     options = parser.parse_args()
     if not options.gpu_only:
         cpu_part()
+        speed_part()
     gpu_part(options.quick)
     sys.stdout.flush()
 

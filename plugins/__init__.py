@@ -11,7 +11,7 @@ defaults of ``lfkit run`` (``lfkit_recipe_defaults``), shown as such.
 
 from lfkit.hookspecs import hookimpl
 
-from . import baichuan2, chatglm3, defaults, gemma, llama2
+from . import baichuan2, chatglm3, decoder_shape, defaults, gemma, llama2
 from .detect import Detection, detect
 from .family import ModelFamily
 
@@ -44,8 +44,9 @@ def lfkit_recipe_defaults(command, args, runs_model_code):
 
 @hookimpl
 def lfkit_model_shape(config):
-    """The remote-code families' shapes, for memory plans (transformers builds the others)."""
-    for family_shape in (baichuan2.shape, chatglm3.shape):
+    """Shapes for memory plans from config.json alone: the remote-code families' (their code stays
+    unrun) and the LLaMA and Gemma layouts (no torch needed); transformers builds any other."""
+    for family_shape in (baichuan2.shape, chatglm3.shape, decoder_shape.shape):
         found = family_shape(config)
         if found is not None:
             return found

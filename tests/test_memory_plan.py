@@ -19,6 +19,7 @@ PUBLISHED = {
     "chatglm3-6b": 6_243_584_000,
     "Baichuan2-7B-Chat": 7_505_973_248,
     "gemma-2b": 2_506_172_416,
+    "Mistral-7B-v0.1": 7_241_732_096,  # an architecture no plugin lays out: transformers gives the shape
 }
 
 
@@ -178,13 +179,13 @@ finally:
 def test_a_second_plan_of_the_same_model_takes_its_shape_from_the_cache(seed_models, tmp_path):
     """The meta-device model (torch and transformers: seconds) is built once per config.json and
     transformers version; the next plan of it, with other settings, loads neither."""
-    code = PLAN_AND_SAY_IF_TORCH_LOADED.format(model=f"model={seed_models['gemma-2b']}")
+    code = PLAN_AND_SAY_IF_TORCH_LOADED.format(model=f"model={seed_models['Mistral-7B-v0.1']}")
     env = clean_env(LFKIT_HOME=str(tmp_path / "home"))
     first, second = py(code, env=env), py(code.replace("--json", 'per_device_train_batch_size=2", "--json'), env=env)
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
     assert "torch loaded: True" in first.stderr and "torch loaded: False" in second.stderr, second.stderr[-2000:]
     one, other = json.loads(first.stdout), json.loads(second.stdout)
-    assert one["parameters"]["total"] == other["parameters"]["total"] == PUBLISHED["gemma-2b"]
+    assert one["parameters"]["total"] == other["parameters"]["total"] == PUBLISHED["Mistral-7B-v0.1"]
     assert one["steps"][0]["rows"]["weights"] == other["steps"][0]["rows"]["weights"]
 
 
@@ -293,3 +294,52 @@ def test_a_sweep_checks_every_variant_before_the_first_starts(tmp_path):
     assert line.startswith("lfkit: error: variant finetuning_type=full: step train needs about ")
     assert "finetuning_type=lora:" not in line  # the variant that fits is not named
     assert not out.exists()
+
+
+LAYOUTS = {
+    "llama": {"model_type": "llama"},
+    "llama with biases and grouped heads": {"model_type": "llama", "attention_bias": True, "mlp_bias": True,
+                                            "num_key_value_heads": 2},
+    "llama tied, own head_dim": {"model_type": "llama", "tie_word_embeddings": True, "head_dim": 32},
+    "gemma": {"model_type": "gemma", "head_dim": 16, "num_key_value_heads": 1},
+    "gemma untied": {"model_type": "gemma", "tie_word_embeddings": False, "head_dim": 8, "num_key_value_heads": 2},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_llama_and_gemma_layouts_equal_the_meta_model_of_transformers(layout, tmp_path, tiny_llama, tiny_gemma):
+    """A plan of LLaMA or Gemma takes its shape from config.json without torch: every parameter's name,
+    size and Linear-ness as transformers builds them, on small configs of each variant, the tiny models
+    and the published 7B / 2B configs."""
+    from lfkit.planning.shapes import _from_transformers, read_config
+    from lfkit.plugins.decoder_shape import shape
+
+    small = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "vocab_size": 100, **LAYOUTS[layout]}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(small))
+    folders = [tmp_path]
+    if layout == "llama":
+        folders += [CONFIGS / "Llama-2-7b-hf", tiny_llama]
+    if layout == "gemma":
+        folders += [CONFIGS / "gemma-2b", tiny_gemma]
+    for folder in folders:
+        config = read_config(folder)
+        mine, theirs = shape(config), _from_transformers(folder, config)
+        assert mine is not None, folder
+        assert sorted((t.name, t.shape, t.linear) for t in mine.tensors) == sorted(
+            (t.name, t.shape, t.linear) for t in theirs.tensors
+        ), folder
+        assert mine.as_dict() == {**theirs.as_dict(), "source": mine.source}
+
+
+def test_a_plan_of_a_llama_or_gemma_config_loads_neither_torch_nor_transformers(tmp_path):
+    """config.json alone gives the shape (no meta model), and no tokenizer is there to read. The first
+    plan in a new home may read LLaMA-Factory's argument kinds (once per installed version); the
+    plan of another model after it loads nothing heavy."""
+    env = clean_env(LFKIT_HOME=str(tmp_path))
+    for name in ("Llama-2-7b-hf", "gemma-2b"):
+        code = PLAN_AND_SAY_IF_TORCH_LOADED.format(model=f"model={CONFIGS / name}")
+        result = py(code, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert json.loads(result.stdout)["parameters"]["total"] == PUBLISHED[name]
+    assert "torch loaded: False" in result.stderr and not list((tmp_path / "cache").glob("model-shape-*"))
