@@ -18,11 +18,11 @@ A recipe is plain data (YAML)::
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-
-import yaml
 
 # Entry points a step may wrap. train / export / chat are LLaMA-Factory's CLI
 # commands; eval and report are lfkit's (LLaMA-Factory 0.9.5's eval raises
@@ -152,16 +152,48 @@ def parse(data: Any, source: str = "") -> Recipe:
 def _parse_yaml(text: str):
     """LibYAML's parser where PyYAML has it (8x faster: every command loads the built-in recipes);
     a file it refuses is parsed again by the pure-Python one, whose error words lfkit reports."""
+    import yaml
+
     try:
         return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
         return yaml.safe_load(text)
 
 
+def _data_of(text: str) -> Any:
+    """The file's data, parsed once per content and kept as JSON in lfkit's cache: every lfkit command
+    and every process lfkit activates in loads the recipes, and importing PyYAML alone takes longer
+    than reading them back (23 ms). Data JSON would not give back as it is (a date, a number as a key)
+    is parsed every time; a file that does not parse is never kept."""
+    from lfkit.installed_facts import remembered
+
+    def parse_once() -> dict[str, Any]:
+        data = _parse_yaml(text)
+        try:
+            same = json.loads(json.dumps(data)) == data
+        except (TypeError, ValueError):
+            same = False
+        return {"data": data} if same else {"parse_every_time": True}
+
+    kept = remembered("recipe-file", {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}, parse_once)
+    return kept["data"] if "data" in kept else _parse_yaml(text)
+
+
 def load(path: Path) -> Recipe:
     try:
-        data = _parse_yaml(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RecipeError(f"{path}: {first}") from exc
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: {_first_line(exc)}") from exc
+    try:
+        data = _data_of(text)
+    except Exception as exc:
+        import yaml
+
+        if not isinstance(exc, yaml.YAMLError):
+            raise
+        raise RecipeError(f"{path}: {_first_line(exc)}") from exc
     return parse(data, str(path))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

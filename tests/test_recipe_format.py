@@ -74,3 +74,36 @@ def test_an_unset_optional_parameter_drops_its_key(tmp_path, tiny_llama):
     args = plan.steps[0].args
     assert "adapter_name_or_path" not in args and args["model_name_or_path"] == str(tiny_llama)
     assert args["template"] == "llama2"  # the llama2 family's default, filled by the model plugin
+
+
+LOAD_AND_SAY_IF_YAML_LOADED = """
+import sys
+from lfkit.recipes.spec import load
+recipe = load({path!r})
+print(recipe.name, sorted(recipe.steps[0].args.items()), "yaml loaded:", "yaml" in sys.modules)
+"""
+
+
+def test_a_recipe_file_is_parsed_once_per_content(tmp_path):
+    """The parsed data is kept by the file's content: the same file again needs no YAML parser, an
+    edited one is parsed again, and data JSON cannot give back (a date) is parsed every time."""
+    from conftest import clean_env, py
+
+    env = clean_env(LFKIT_HOME=str(tmp_path / "home"))
+    path = tmp_path / "mine.yaml"
+
+    def load_it(text: str) -> str:
+        path.write_text(text, encoding="utf-8")
+        result = py(LOAD_AND_SAY_IF_YAML_LOADED.format(path=str(path)), env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout.strip()
+
+    text = "name: mine\ncommand: train\nargs: {stage: sft, learning_rate: 1.0e-4}\n"
+    first, again = load_it(text), load_it(text)
+    assert first.endswith("yaml loaded: True") and again.endswith("yaml loaded: False")
+    assert first.rpartition(" yaml")[0] == again.rpartition(" yaml")[0]
+    assert "('learning_rate', 0.0001)" in again
+    edited = load_it(text.replace("1.0e-4", "2.0e-4"))
+    assert "('learning_rate', 0.0002)" in edited and edited.endswith("yaml loaded: True")
+    dated = "name: mine\ncommand: train\nargs: {stage: sft, run_name: 2024-01-01}\n"
+    assert load_it(dated) == load_it(dated) and load_it(dated).endswith("yaml loaded: True")

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-import yaml
 
 from ..atomic import write_text
 from ..errors import UsageError
@@ -66,6 +65,8 @@ def recipes_show(name: str = typer.Argument(..., help="Recipe name.")):
         ["name", "required", "default", "help"],
         [(p.name, "yes" if p.required else "", p.default, p.help) for p in recipe.params.values()],
     )
+    import yaml
+
     for step in recipe.steps:
         console.print(f"\n[bold]step {step.name}[/bold] ({step.command})", highlight=False)
         console.print(yaml.safe_dump(step.args, allow_unicode=True, sort_keys=False).rstrip(), highlight=False)
