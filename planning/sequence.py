@@ -22,6 +22,8 @@ from lfkit.atomic import write_json
 from lfkit.locking import locked
 from lfkit.paths import lfkit_home
 
+from .memory import _truthy
+
 # The keys that change what a tokenized sample looks like.
 TOKENIZE_KEYS = (
     "model_name_or_path", "dataset", "dataset_dir", "template", "cutoff_len", "stage", "train_on_prompt",
@@ -80,10 +82,6 @@ def _tokenized_lengths(args: dict[str, Any]) -> tuple[int, int]:
         module = get_dataset(template, model_args, data_args, training_args, keep["stage"], **tokenizer_module)
     lengths = [len(ids) for ids in module["train_dataset"]["input_ids"]]
     return max(lengths), len(lengths)
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("true", "1", "yes")
 
 
 def _tokenizer_is_folder_code(model: Path) -> bool:
