@@ -16,11 +16,11 @@ import importlib.util
 import json
 import sys
 from collections.abc import Callable, Iterable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from lfkit.atomic import write_json
+from lfkit.installed_dists import version
 from lfkit.paths import lfkit_home
 
 FORMAT = 1
@@ -33,12 +33,14 @@ def llamafactory_files(patterns: Iterable[str]) -> dict[str, Any] | None:
         spec = importlib.util.find_spec("llamafactory")
         root = Path(next(iter(spec.submodule_search_locations)))
         files = sorted({f for pattern in patterns for f in root.glob(pattern)})
+        versions = {name: version(name) for name in ("llamafactory", "transformers")}
+        if None in versions.values():
+            return None
         return {
-            "llamafactory": metadata.version("llamafactory"),
-            "transformers": metadata.version("transformers"),
+            **versions,
             "files": [[str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns] for f in files],
         }
-    except (ImportError, AttributeError, StopIteration, TypeError, ValueError, OSError, metadata.PackageNotFoundError):
+    except (ImportError, AttributeError, StopIteration, TypeError, ValueError, OSError):
         return None
 
 

@@ -190,21 +190,11 @@ def disabled_ids() -> set[str]:
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
-_VERSIONS: dict[tuple[str, tuple[str, ...]], str | None] = {}
-
-
 def distribution_version(dist: str) -> str | None:
-    """The installed version of ``dist``, read once per process and sys.path: each read scans every
-    folder on sys.path (about 6 ms here), and `lfkit patches` asks 33 times."""
-    from importlib import metadata
+    """The installed version of ``dist``, or None (lfkit.installed_dists: read once per install)."""
+    from .installed_dists import version
 
-    key = (dist, tuple(sys.path))
-    if key not in _VERSIONS:
-        try:
-            _VERSIONS[key] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            _VERSIONS[key] = None
-    return _VERSIONS[key]
+    return version(dist)
 
 
 def check_guards(patch: Patch) -> str | None:

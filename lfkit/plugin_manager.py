@@ -168,23 +168,21 @@ class Manager:
                 problems.report(message, f"correct {variable}; {listing} lists the names")
 
     def _load_entry_points(self) -> None:
-        from importlib import metadata
+        from .installed_dists import index, load_entry_point
 
         allowed = _allow_list()
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            dist = getattr(ep, "dist", None)
-            source = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "unknown distribution"
-            info = PluginInfo(ep.name, source, ep.value)
-            if ep.name in self.plugins:
-                self._fail(info, f"another plugin is already named {ep.name!r}")
+        for name, value, source in sorted(index()["entry_points"], key=lambda point: point[0]):
+            info = PluginInfo(name, source, value)
+            if name in self.plugins:
+                self._fail(info, f"another plugin is already named {name!r}")
                 continue
-            if allowed is not None and ep.name not in allowed:
+            if allowed is not None and name not in allowed:
                 info.status = "not allowed"
                 info.error = "not in LFKIT_PLUGINS"
-                self.plugins[ep.name] = info
+                self.plugins[name] = info
                 continue
             try:
-                plugin = ep.load()
+                plugin = load_entry_point(value)
             except BaseException as exc:  # noqa: BLE001 - SystemExit in a plugin must not kill us either
                 self._fail(info, f"import failed: {type(exc).__name__}: {exc}")
                 continue

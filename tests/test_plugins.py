@@ -122,6 +122,28 @@ def test_registration_provenance_and_duplicates(tmp_path):
     )
 
 
+def test_installing_upgrading_and_removing_a_plugin_shows_at_the_next_command(tmp_path):
+    """lfkit keeps what is installed in its cache (lfkit.installed_dists); a change must never be hidden."""
+    import shutil
+
+    site = tmp_path / "site"
+    site.mkdir()
+    assert "later" not in _by_name(_plugins(site))
+    make_dist(
+        site,
+        "lfkit-later",
+        "1.0",
+        {"later": "lfkit_later"},
+        {"lfkit_later": "def lfkit_register_datasets(register):\n    pass\n"},
+    )
+    assert _by_name(_plugins(site))["later"]["source"] == "lfkit-later 1.0"
+    info = site / "lfkit_later-1.0.dist-info"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lfkit-later\nVersion: 1.1\n")  # rewritten in place
+    assert _by_name(_plugins(site))["later"]["source"] == "lfkit-later 1.1"
+    shutil.rmtree(info)
+    assert "later" not in _by_name(_plugins(site))
+
+
 @pytest.mark.parametrize("flag", ["--json", None])
 def test_patches_listing(flag):
     cmd = [LFKIT, "patches"] + ([flag] if flag else [])

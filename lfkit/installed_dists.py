@@ -1,0 +1,116 @@
+"""The installed distributions (name, version) and lfkit's entry points, read once per install.
+
+importlib.metadata reads every distribution's files on each question: listing lfkit's entry
+points opens the entry_points.txt of all ~150 distributions of a training environment, and
+each version asked scans sys.path again; importing importlib.metadata alone costs 20 ms. A
+command like `lfkit patches` asked all of it at every start. The answers are kept in lfkit's
+cache, named by sys.path and checked against what installing or removing a package changes:
+the names and times of each folder's ``*.dist-info`` / ``*.egg-info`` entries and of their
+METADATA and entry_points.txt. Reading that is a listing and a few stats per distribution.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import re
+import sys
+from typing import Any
+
+from lfkit.paths import lfkit_home
+
+FORMAT = 1
+_METADATA_FILES = ("METADATA", "PKG-INFO", "entry_points.txt")
+_INDEX: dict[tuple[str, ...], dict[str, Any]] = {}
+
+
+def normalize(name: str) -> str:
+    """PEP 503: the name pip and importlib.metadata match distributions by."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _stamp(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _fingerprint(entries: tuple[str, ...]) -> list[Any]:
+    """What changes when a distribution is installed, removed or rewritten under these entries."""
+    found: list[Any] = []
+    for entry in entries:
+        folder = entry or os.getcwd()
+        try:
+            with os.scandir(folder) as listing:
+                infos = sorted(e.name for e in listing if e.name.endswith((".dist-info", ".egg-info")))
+        except (NotADirectoryError, FileNotFoundError, PermissionError):
+            # a zip or a missing folder: its stamp is all there is to compare
+            found.append([entry, _stamp(folder)])
+            continue
+        stamps = []
+        for name in infos:
+            path = os.path.join(folder, name)
+            stamps.append([name, _stamp(path), *(_stamp(os.path.join(path, f)) for f in _METADATA_FILES)])
+        found.append([entry, _stamp(folder), stamps])
+    return found
+
+
+def _read() -> dict[str, Any]:
+    from importlib import metadata
+
+    versions: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"] if dist.metadata else None
+        if name:
+            # importlib.metadata.version() answers with the first one on sys.path
+            versions.setdefault(normalize(name), dist.version)
+    points = []
+    for ep in metadata.entry_points(group="lfkit"):
+        dist = getattr(ep, "dist", None)
+        source = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "unknown distribution"
+        points.append([ep.name, ep.value, source])
+    return {"versions": versions, "entry_points": points}
+
+
+def index() -> dict[str, Any]:
+    """``{"versions": {normalized name: version}, "entry_points": [[name, value, source], ...]}``
+    for this process's sys.path (group "lfkit" only)."""
+    entries = tuple(sys.path)
+    if entries in _INDEX:
+        return _INDEX[entries]
+    identity = {"format": FORMAT, "python": sys.version, "prefix": sys.prefix, "found": _fingerprint(entries)}
+    digest = hashlib.sha256(json.dumps([sys.prefix, entries]).encode()).hexdigest()[:16]
+    path = lfkit_home() / "cache" / f"installed-{digest}.json"
+    value = None
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        if kept.get("identity") == identity:
+            value = kept["value"]
+    except (OSError, ValueError, AttributeError, KeyError):
+        pass
+    if value is None:
+        value = _read()
+        with contextlib.suppress(OSError):
+            from lfkit.atomic import write_json
+
+            write_json(path, {"identity": identity, "value": value})
+    _INDEX[entries] = value
+    return value
+
+
+def version(dist: str) -> str | None:
+    """The installed version of ``dist`` (as importlib.metadata.version answers), or None."""
+    return index()["versions"].get(normalize(dist))
+
+
+def load_entry_point(value: str) -> Any:
+    """The object an entry point names (``module:attr.attr``), as EntryPoint.load imports it."""
+    module_name, _, attrs = value.partition(":")
+    target = importlib.import_module(module_name.strip())
+    for attr in filter(None, attrs.split("[")[0].strip().split(".")):
+        target = getattr(target, attr)
+    return target
