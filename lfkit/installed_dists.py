@@ -24,7 +24,7 @@ from lfkit.paths import lfkit_home
 
 FORMAT = 1
 _METADATA_FILES = ("METADATA", "PKG-INFO", "entry_points.txt")
-_INDEX: dict[tuple[str, ...], dict[str, Any]] = {}
+_INDEX: dict[tuple[str, ...], _Index] = {}
 
 
 def normalize(name: str) -> str:
@@ -40,7 +40,9 @@ def _stamp(path: str) -> int | None:
 
 
 def _fingerprint(entries: tuple[str, ...]) -> list[Any]:
-    """What changes when a distribution is installed, removed or rewritten under these entries."""
+    """What changes when a distribution is installed, removed or rewritten under these entries:
+    the names and times of the metadata folders and files (not a folder's own time, which any
+    other file written there changes)."""
     found: list[Any] = []
     for entry in entries:
         folder = entry or os.getcwd()
@@ -55,56 +57,78 @@ def _fingerprint(entries: tuple[str, ...]) -> list[Any]:
         for name in infos:
             path = os.path.join(folder, name)
             stamps.append([name, _stamp(path), *(_stamp(os.path.join(path, f)) for f in _METADATA_FILES)])
-        found.append([entry, _stamp(folder), stamps])
+        found.append([entry, stamps])
     return found
 
 
-def _read() -> dict[str, Any]:
+def _entry_points() -> list[list[str]]:
     from importlib import metadata
 
-    versions: dict[str, str] = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"] if dist.metadata else None
-        if name:
-            # importlib.metadata.version() answers with the first one on sys.path
-            versions.setdefault(normalize(name), dist.version)
     points = []
     for ep in metadata.entry_points(group="lfkit"):
         dist = getattr(ep, "dist", None)
         source = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "unknown distribution"
         points.append([ep.name, ep.value, source])
-    return {"versions": versions, "entry_points": points}
+    return points
 
 
-def index() -> dict[str, Any]:
-    """``{"versions": {normalized name: version}, "entry_points": [[name, value, source], ...]}``
-    for this process's sys.path (group "lfkit" only)."""
-    entries = tuple(sys.path)
-    if entries in _INDEX:
-        return _INDEX[entries]
-    identity = {"format": FORMAT, "python": sys.version, "prefix": sys.prefix, "found": _fingerprint(entries)}
-    digest = hashlib.sha256(json.dumps([sys.prefix, entries]).encode()).hexdigest()[:16]
-    path = lfkit_home() / "cache" / f"installed-{digest}.json"
-    value = None
+def _read_version(dist: str) -> str | None:
+    from importlib import metadata
+
     try:
-        kept = json.loads(path.read_text(encoding="utf-8"))
-        if kept.get("identity") == identity:
-            value = kept["value"]
-    except (OSError, ValueError, AttributeError, KeyError):
-        pass
-    if value is None:
-        value = _read()
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class _Index:
+    """The cache file of one sys.path: entry points read at once, versions as they are asked."""
+
+    def __init__(self, entries: tuple[str, ...]) -> None:
+        self.identity = {"format": FORMAT, "python": sys.version, "prefix": sys.prefix, "found": _fingerprint(entries)}
+        digest = hashlib.sha256(json.dumps([sys.prefix, entries]).encode()).hexdigest()[:16]
+        self.path = lfkit_home() / "cache" / f"installed-{digest}.json"
+        self.value: dict[str, Any] | None = None
+        try:
+            kept = json.loads(self.path.read_text(encoding="utf-8"))
+            if kept.get("identity") == self.identity:
+                self.value = kept["value"]
+        except (OSError, ValueError, AttributeError, KeyError):
+            pass
+        if self.value is None:
+            self.value = {"entry_points": _entry_points(), "versions": {}}
+            self._keep()
+
+    def _keep(self) -> None:
         with contextlib.suppress(OSError):
             from lfkit.atomic import write_json
 
-            write_json(path, {"identity": identity, "value": value})
-    _INDEX[entries] = value
-    return value
+            write_json(self.path, {"identity": self.identity, "value": self.value})
+
+    def version(self, dist: str) -> str | None:
+        key = normalize(dist)
+        versions = self.value["versions"]
+        if key not in versions:
+            versions[key] = _read_version(dist)
+            self._keep()
+        return versions[key]
+
+
+def _index() -> _Index:
+    entries = tuple(sys.path)
+    if entries not in _INDEX:
+        _INDEX[entries] = _Index(entries)
+    return _INDEX[entries]
+
+
+def entry_points() -> list[list[str]]:
+    """lfkit's entry points on this process's sys.path: ``[[name, value, "dist version"], ...]``."""
+    return _index().value["entry_points"]
 
 
 def version(dist: str) -> str | None:
     """The installed version of ``dist`` (as importlib.metadata.version answers), or None."""
-    return index()["versions"].get(normalize(dist))
+    return _index().version(dist)
 
 
 def load_entry_point(value: str) -> Any:

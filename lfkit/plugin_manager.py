@@ -168,10 +168,10 @@ class Manager:
                 problems.report(message, f"correct {variable}; {listing} lists the names")
 
     def _load_entry_points(self) -> None:
-        from .installed_dists import index, load_entry_point
+        from .installed_dists import entry_points, load_entry_point
 
         allowed = _allow_list()
-        for name, value, source in sorted(index()["entry_points"], key=lambda point: point[0]):
+        for name, value, source in sorted(entry_points(), key=lambda point: point[0]):
             info = PluginInfo(name, source, value)
             if name in self.plugins:
                 self._fail(info, f"another plugin is already named {name!r}")
