@@ -28,6 +28,14 @@ GIB = 2**30
 # A CUDA / HIP context, cuBLAS/hipBLAS workspaces and the allocator's first blocks, before
 # any tensor exists: what max_memory_allocated does not see but the card loses.
 CONTEXT_BYTES = 512 * 2**20
+# What the caching allocator holds beyond the live tensors at their peak (freed blocks it keeps,
+# blocks split for smaller tensors): what nvidia-smi / rocm-smi and the out-of-memory message count
+# and max_memory_allocated does not. Measured pairs of the two on the Hugging Face stack
+# (fms-acceleration's A100 benchmark, benchmarks/published_peaks.json p27-p31: nvidia-smi less the
+# context over max_memory_allocated): 1.11-1.16 for bf16 LoRA and full fine-tuning, 1.29-1.30 for
+# QLoRA, whose 4-bit layers dequantize a weight-sized block at every call.
+RESERVE_FRACTION = 0.15
+RESERVE_FRACTION_QUANTIZED = 0.30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ROW_TITLES = {
     "weights": "weights (frozen)",
@@ -37,6 +45,7 @@ ROW_TITLES = {
     "activations": "activations",
     "logits": "logits and loss",
     "overhead": "runtime overhead",
+    "reserve": "allocator reserve",
 }
 
 
@@ -60,6 +69,9 @@ class Setting:
     optimizer: str = "adamw_torch"
     lora_rank: int | None = None
     dora: bool = False
+    # "efficient": SDPA's flash / memory-efficient kernels or FlashAttention (no seq x seq matrix);
+    # "eager": flash_attn=disabled, transformers' eager attention, which keeps the scores.
+    attention: str = "efficient"
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -72,6 +84,8 @@ class Setting:
         parts.append(f"weights {self.dtype}, trainable {self.trainable_dtype}")
         parts.append(f"micro-batch {self.micro_batch} x {self.seq_len} tokens ({self.seq_source})")
         parts.append("gradient checkpointing " + ("on" if self.checkpointing else "off"))
+        if self.attention == "eager":
+            parts.append("eager attention (seq x seq scores)")
         if self.zero_stage is not None:
             moved = (("optimizer", self.offload_optimizer), ("params", self.offload_param))
             offload = [name for name, on in moved if on]
@@ -155,6 +169,7 @@ def setting_for(
         optimizer=str(args.get("optim") or "AdamW (the default)"),
         lora_rank=int(args.get("lora_rank", 8)) if method == "lora" else None,
         dora=method == "lora" and _truthy(args.get("use_dora")),
+        attention="eager" if str(args.get("flash_attn") or "auto").lower() in {"disabled", "eager"} else "efficient",
     )
 
 
@@ -228,11 +243,18 @@ def _activation_bytes(shape: ModelShape, train: Training, s: Setting, args: dict
         kept = shape.layers * c * shape.hidden + layer
     else:
         kept = shape.layers * layer
+    scores = 0
+    if s.attention == "eager":
+        # eager attention materialises heads x seq x seq scores per sample: softmax runs in float32 and
+        # keeps its output for backward, the matmul with v keeps the half-precision copy; the float32
+        # scores softmax reads live besides them. Checkpointing keeps them for the recomputed layer only.
+        per_layer = s.micro_batch * shape.heads * s.seq_len * s.seq_len
+        scores = per_layer * (4 + c) * (1 if s.checkpointing else shape.layers) + per_layer * 4
     autocast_copies = 0
     if s.device == "gpu" and s.dtype != "float32" and s.trainable_dtype == "float32" and train.method != "lora":
         # mixed precision keeps a half-precision copy of every float32 weight it multiplies, for the whole pass
         autocast_copies = train.trainable_numel * c
-    return tokens * (kept + working + final_norm) + autocast_copies
+    return tokens * (kept + working + final_norm) + autocast_copies + scores
 
 
 def estimate(
@@ -286,5 +308,8 @@ def estimate(
         "logits": logits,
         "overhead": CONTEXT_BYTES if device == "gpu" else 0,
     }
+    tensors = sum(rows.values()) - rows["overhead"]
+    fraction = RESERVE_FRACTION_QUANTIZED if s.quantization_bit else RESERVE_FRACTION
+    rows["reserve"] = int(tensors * fraction) if device == "gpu" else 0
     parameters = {"total": shape.parameters, "trainable": m}
     return Estimate(s, rows, parameters, notes)
