@@ -60,6 +60,8 @@ class ModelShape:
     source: str = ""  # how the shape was found: transformers (meta device) or a family plugin
     torch_dtype: str | None = None  # config.json's torch_dtype
     excluded_from_lora: tuple[str, ...] = ("lm_head",)  # LLaMA-Factory's lora_target=all leaves these out
+    # float32 copies of the logits that a model's own loss code holds beyond transformers' loss
+    loss_copies: int = 0
 
     @property
     def parameters(self) -> int:

@@ -145,5 +145,8 @@ def shape(config: dict):
     if config.get("post_layer_norm", True):
         outside.append(("transformer.encoder.final_layernorm.weight", (h,), False))
     tensors = decoder_tensors(layers, per_layer, outside, "transformer.encoder.layers")
+    # modeling_chatglm.py computes its own loss: the logits upcast to float32 stay alive while their
+    # shifted float32 copy goes into the cross-entropy, and backward fills a float32 gradient of the
+    # unshifted logits: two float32 copies more than transformers' loss holds.
     return ModelShape("chatglm", layers, h, f, heads, kv_heads, head_dim, vocab, tensors,
-                      source="chatglm3 plugin", excluded_from_lora=("output_layer",))  # fmt: skip
+                      source="chatglm3 plugin", excluded_from_lora=("output_layer",), loss_copies=2)  # fmt: skip
