@@ -51,20 +51,37 @@ class StepPlan:
     shape: ModelShape
     suggestions: list[Suggestion] = field(default_factory=list)
     fit: Fit | None = None
+    traced: Any = None  # planning.trace.Traced, with --trace
+
+    @property
+    def peak(self) -> int:
+        """The formula's peak, or with a trace: the traced tensors and the formula's GPU-only rows."""
+        if self.traced is None:
+            return self.estimate.peak
+        rows = self.estimate.rows
+        tensors = self.estimate.peak - rows["overhead"] - rows["reserve"]
+        reserve = int(rows["reserve"] * self.traced.peak / tensors) if tensors else 0
+        return self.traced.peak + rows["overhead"] + reserve
+
+    @property
+    def answered_by(self) -> str:
+        return "trace" if self.traced is not None else "formula"
 
     @property
     def fits(self) -> bool | None:
-        return None if self.target is None else self.estimate.peak <= self.target
+        return None if self.target is None else self.peak <= self.target
 
     @property
     def refused(self) -> bool:
-        return self.target is not None and self.estimate.peak > self.target * (1 + MARGIN)
+        return self.target is not None and self.peak > self.target * (1 + MARGIN)
 
     def as_dict(self) -> dict[str, Any]:
         e = self.estimate
         return {
             "step": self.step,
-            "peak_bytes": e.peak,
+            "peak_bytes": self.peak,
+            "answered_by": self.answered_by,
+            "formula_peak_bytes": e.peak,
             "target_bytes": self.target,
             "target_source": self.target_source,
             "fits": self.fits,
@@ -76,6 +93,7 @@ class StepPlan:
             "notes": list(e.notes),
             "suggestions": [s.as_dict() for s in self.suggestions],
             **({"fit": self.fit.as_dict()} if self.fit else {}),
+            **({"trace": self.traced.as_dict()} if self.traced is not None else {}),
         }
 
 
@@ -115,9 +133,12 @@ def _position_limit(folder: str) -> int | None:
     return None
 
 
-def plan_step(step, devices: int | None = None, platform_kind: str | None = None, fit: bool = False) -> StepPlan:
+def plan_step(
+    step, devices: int | None = None, platform_kind: str | None = None, fit: bool = False, trace: bool = False
+) -> StepPlan:
     """The plan of one resolved train step (lfkit.recipes.resolve.ResolvedStep); with ``fit``, also the
-    longest sequence and the largest micro-batch that fit the target."""
+    longest sequence and the largest micro-batch that fit the target; with ``trace``, the step traced on
+    fake tensors answers instead of the formula (planning/trace.py)."""
     args, own = step.args, step.lfkit_args
     target, source, device = _target(own, devices)
     if fit and target is None:
@@ -137,6 +158,11 @@ def plan_step(step, devices: int | None = None, platform_kind: str | None = None
         return estimate(shape, variant, variant_own, seq, how if seq == tokens else "cutoff_len", device)
 
     result = StepPlan(step.name, plan_with(args, own), target, source, shape)
+    if trace:
+        from .trace import trace as trace_step
+
+        s = result.estimate.setting
+        result.traced = trace_step(args["model_name_or_path"], args, s.seq_len, s.micro_batch, shape.layers, s.dtype)
     if fit:
         limit = _position_limit(args["model_name_or_path"])
         result.fit = what_fits(args, lambda variant, seq: plan_with(variant, own, seq), tokens, how, target, limit)
@@ -149,11 +175,11 @@ def plan_step(step, devices: int | None = None, platform_kind: str | None = None
     return result
 
 
-def plan_run(plan, devices: int | None = None, fit: bool = False) -> list[StepPlan]:
+def plan_run(plan, devices: int | None = None, fit: bool = False, trace: bool = False) -> list[StepPlan]:
     """Plans for the train steps of a resolved run (lfkit.recipes.resolve.Plan) whose model folder
     exists already (one an earlier step will make cannot be read before the run)."""
     return [
-        plan_step(step, devices, fit=fit)
+        plan_step(step, devices, fit=fit, trace=trace)
         for step in plan.steps
         if step.command == "train" and (Path(str(step.args.get("model_name_or_path"))) / "config.json").is_file()
     ]
@@ -161,9 +187,8 @@ def plan_run(plan, devices: int | None = None, fit: bool = False) -> list[StepPl
 
 def refusal(step_plan: StepPlan) -> str:
     """The preflight's one line for a step that will not fit."""
-    e = step_plan.estimate
     line = (
-        f"step {step_plan.step} needs about {e.peak / GIB:.1f} GiB per worker; {step_plan.target_source} has "
+        f"step {step_plan.step} needs about {step_plan.peak / GIB:.1f} GiB per worker; {step_plan.target_source} has "
         f"{step_plan.target / GIB:.1f} GiB"
     )
     if step_plan.suggestions:

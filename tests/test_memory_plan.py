@@ -370,3 +370,37 @@ def test_the_plan_holds_the_published_peaks_of_real_runs():
             assert len(point["not_held"]) > 40, point["id"]
     # a run that did not fit: Qwen-7B full fine-tuning at 8192 tokens on an 80 GB A100
     assert bench.plan_bytes(next(p for p in points if p["id"] == "p23")) > 80 * 2**30
+
+
+@pytest.mark.slow
+def test_a_step_traced_on_fake_tensors_holds_the_bytes_of_the_same_step_on_real_ones(tiny_llama):
+    """planning/trace.py on the CPU: the same two AdamW steps, once on fake tensors and once on real ones.
+    Parameters and optimizer states agree byte for byte; the fake peak is never below the real one and
+    at most 5 % above it (3.3 % with SDPA here): fake tensors hold no values, so a shortcut that reads
+    them (leaving out an attention mask of ones, the CPU's fused attention kernel) is not taken."""
+    from lfkit.planning.trace import trace_layers
+
+    for args in ({"finetuning_type": "lora", "lora_target": "all"}, {"finetuning_type": "freeze"},
+                 {"finetuning_type": "full", "flash_attn": "disabled"}):  # fmt: skip
+        fake, real = (trace_layers(tiny_llama, args, 64, 2, 2, "float32", fake=f) for f in (True, False))
+        assert real["activations"] > 0 and real["optimizer"] > 0, (args, real)
+        assert fake["parameters"] == real["parameters"] and fake["optimizer"] == real["optimizer"], (args, fake, real)
+        assert sum(real.values()) <= sum(fake.values()) <= 1.05 * sum(real.values()), (args, fake, real)
+
+
+def test_lfkit_plan_trace_answers_and_the_formula_agrees_with_it():
+    """`lfkit plan --trace` on Llama-2-7B's config.json: 2 of its 32 layers traced, the rest extrapolated."""
+    from lfkit.cli.plan import as_json, step_plans
+    from lfkit.cli.recipes import plan_for
+
+    args = [f"model={CONFIGS / 'Llama-2-7b-hf'}", "dataset=telecom_demo", "cutoff_len=2048", "template=default",
+            "per_device_train_batch_size=1", "gpu_memory=16GiB", "output_dir=/nonexistent/plan-only"]  # fmt: skip
+    (step,) = step_plans(plan_for("sft-lora-single", args, None, runs_model_code=True), trace=True)
+    traced, e = step.traced, step.estimate
+    assert step.answered_by == "trace" and traced.layers == 32 and traced.traced_layers == (1, 2)
+    tensors = e.peak - e.rows["overhead"] - e.rows["reserve"]
+    assert 0.9 <= tensors / traced.peak <= 1.1, (tensors, traced.peak)
+    assert traced.kinds["parameters"] == e.parameters["total"] * 2 + e.parameters["trainable"] * 4  # bf16, f32 LoRA
+    data = as_json([step])["steps"][0]
+    assert data["answered_by"] == "trace" and data["peak_bytes"] == step.peak != data["formula_peak_bytes"]
+    assert data["trace"]["by_layers"]["1"]["parameters"] < data["trace"]["by_layers"]["2"]["parameters"]

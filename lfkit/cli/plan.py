@@ -26,11 +26,11 @@ def count(value: int) -> str:
     return f"{value / 1e9:.2f} B" if value >= 1e9 else f"{value / 1e6:.1f} M" if value >= 1e6 else f"{value:,}"
 
 
-def step_plans(plan, devices: int | None = None, fit: bool = False) -> list:
+def step_plans(plan, devices: int | None = None, fit: bool = False, trace: bool = False) -> list:
     from lfkit.planning.plan import plan_run
 
     with quiet_resolution():
-        return plan_run(plan, devices, fit)
+        return plan_run(plan, devices, fit, trace)
 
 
 def as_json(plans: list) -> dict:
@@ -48,8 +48,9 @@ def show(plans: list, out: Console = console) -> None:
         total = e.parameters["total"]
         trainable = e.parameters["trainable"]
         out.print(
-            f"[bold]step {p.step}: {gib(e.peak)} per worker, {verdict}[/bold] (target: {p.target_source}"
-            + (f", {gib(p.target)})" if p.target else ")"),
+            f"[bold]step {p.step}: {gib(p.peak)} per worker, {verdict}[/bold] (target: {p.target_source}"
+            + (f", {gib(p.target)})" if p.target else ")")
+            + f"; answered by the {p.answered_by}",
             highlight=False,
         )
         out.print(
@@ -61,6 +62,18 @@ def show(plans: list, out: Console = console) -> None:
                [(ROW_TITLES[k], f"{v:,}", gib(v)) for k, v in e.rows.items()]
                + [("peak", f"{e.peak:,}", gib(e.peak))])  # fmt: skip
         out.print(f"assumes: {e.setting.describe()}", highlight=False)
+        if p.traced is not None:
+            t = p.traced
+            tensors = e.peak - e.rows["overhead"] - e.rows["reserve"]
+            kinds = ", ".join(f"{k} {gib(v)}" for k, v in sorted(t.kinds.items(), key=lambda kv: -kv[1]) if v >= 2**20)
+            out.print(
+                f"traced: tensors peak at {gib(t.peak)} ({kinds}); the formula's tensors {gib(tensors)} "
+                f"({tensors / t.peak:.2f}x). LLaMA-Factory's preparation of the model and two AdamW steps on fake "
+                f"tensors, {' and '.join(map(str, t.traced_layers))} of {t.layers} layers traced, "
+                "the rest extrapolated",
+                highlight=False,
+                soft_wrap=True,
+            )
         for note in e.notes:
             out.print(f"note: {note}", highlight=False)
         for line in p.fit.lines() if p.fit else ():
@@ -106,6 +119,12 @@ def plan_command(
     fit: bool = typer.Option(
         False, "--fit", help="Also find the longest sequence and the largest micro-batch that fit the card."
     ),
+    trace: bool = typer.Option(
+        False,
+        "--trace",
+        help="Trace the step on fake tensors (the model class, LLaMA-Factory's LoRA / freeze / full preparation, "
+        "the loss and AdamW; no memory used) and let that answer: slower, runs the model's code.",
+    ),
 ):
     """Estimate each train step's peak device memory per worker, in rows, from config.json alone (no weights).
 
@@ -116,9 +135,9 @@ def plan_command(
     if not any(a.partition("=")[0].strip() == "output_dir" for a in assignments):
         # a plan writes nothing; the recipe's folder only has to be named
         assignments.append(f"output_dir={Path(tempfile.gettempdir()) / 'lfkit-plan-unused'}")
-    # only config.json (and the tokenizer, where trusted) is read: no consent to a model folder's code is needed
-    plan = plan_for(name, assignments, config, devices=devices, runs_model_code=False)
-    plans = step_plans(plan, devices, fit)
+    # only config.json (and the tokenizer, where trusted) is read, so no consent is needed; a trace runs the model code
+    plan = plan_for(name, assignments, config, devices=devices, runs_model_code=trace)
+    plans = step_plans(plan, devices, fit, trace)
     if not plans:
         raise UsageError(f"recipe {name} has no train step whose model folder exists yet to plan")
     if json_output:
