@@ -311,7 +311,7 @@ def test_simulation_switch_reports_the_platform_without_touching_the_device(tmp_
 def test_plan_under_simulation_holds_the_run_against_the_simulated_card(tmp_path):
     config = TESTS / "fixtures" / "model_configs" / "Llama-2-7b-hf"
     result = run([BIN / "lfkit", "plan", "sft-lora-single", f"model={config}", "dataset=telecom_demo",
-                  "finetuning_type=freeze", "--json"], env=clean_env(LFKIT_SIMULATE="dtk:gfx906"))  # fmt: skip
+                  "finetuning_type=freeze", "cutoff_len=1024", "--json"], env=clean_env(LFKIT_SIMULATE="dtk:gfx906"))  # fmt: skip
     assert result.returncode == 0, result.stderr
     (step,) = json.loads(result.stdout)["steps"]
     assert step["target_bytes"] == 16 * 2**30 and step["fits"] is False
