@@ -19,7 +19,8 @@ PUBLISHED = {
     "chatglm3-6b": 6_243_584_000,
     "Baichuan2-7B-Chat": 7_505_973_248,
     "gemma-2b": 2_506_172_416,
-    "Mistral-7B-v0.1": 7_241_732_096,  # an architecture no plugin lays out: transformers gives the shape
+    "Mistral-7B-v0.1": 7_241_732_096,
+    "pythia-6.9b": 6_857_302_016,  # GPT-NeoX, which no plugin lays out: transformers gives the shape
 }
 
 
@@ -179,13 +180,13 @@ finally:
 def test_a_second_plan_of_the_same_model_takes_its_shape_from_the_cache(seed_models, tmp_path):
     """The meta-device model (torch and transformers: seconds) is built once per config.json and
     transformers version; the next plan of it, with other settings, loads neither."""
-    code = PLAN_AND_SAY_IF_TORCH_LOADED.format(model=f"model={seed_models['Mistral-7B-v0.1']}")
+    code = PLAN_AND_SAY_IF_TORCH_LOADED.format(model=f"model={seed_models['pythia-6.9b']}")
     env = clean_env(LFKIT_HOME=str(tmp_path / "home"))
     first, second = py(code, env=env), py(code.replace("--json", 'per_device_train_batch_size=2", "--json'), env=env)
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
     assert "torch loaded: True" in first.stderr and "torch loaded: False" in second.stderr, second.stderr[-2000:]
     one, other = json.loads(first.stdout), json.loads(second.stdout)
-    assert one["parameters"]["total"] == other["parameters"]["total"] == PUBLISHED["Mistral-7B-v0.1"]
+    assert one["parameters"]["total"] == other["parameters"]["total"] == PUBLISHED["pythia-6.9b"]
     assert one["steps"][0]["rows"]["weights"] == other["steps"][0]["rows"]["weights"]
 
 
@@ -304,14 +305,16 @@ LAYOUTS = {
     "llama tied, own head_dim": {"model_type": "llama", "tie_word_embeddings": True, "head_dim": 32},
     "gemma": {"model_type": "gemma", "head_dim": 16, "num_key_value_heads": 1},
     "gemma untied": {"model_type": "gemma", "tie_word_embeddings": False, "head_dim": 8, "num_key_value_heads": 2},
+    "mistral": {"model_type": "mistral", "num_key_value_heads": 2},
+    "qwen2": {"model_type": "qwen2", "num_key_value_heads": 2},
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_the_llama_and_gemma_layouts_equal_the_meta_model_of_transformers(layout, tmp_path, tiny_llama, tiny_gemma):
-    """A plan of LLaMA or Gemma takes its shape from config.json without torch: every parameter's name,
-    size and Linear-ness as transformers builds them, on small configs of each variant, the tiny models
-    and the published 7B / 2B configs."""
+def test_the_decoder_layouts_equal_the_meta_model_of_transformers(layout, tmp_path, tiny_llama, tiny_gemma):
+    """A plan of LLaMA, Gemma, Mistral or Qwen2 takes its shape from config.json without torch: every
+    parameter's name, size and Linear-ness as transformers builds them, on small configs of each variant,
+    the tiny models and the published 7B / 2B configs."""
     from lfkit.planning.shapes import _from_transformers, read_config
     from lfkit.plugins.decoder_shape import shape
 
@@ -323,6 +326,8 @@ def test_the_llama_and_gemma_layouts_equal_the_meta_model_of_transformers(layout
         folders += [CONFIGS / "Llama-2-7b-hf", tiny_llama]
     if layout == "gemma":
         folders += [CONFIGS / "gemma-2b", tiny_gemma]
+    if layout in {"mistral", "qwen2"}:
+        folders += [CONFIGS / {"mistral": "Mistral-7B-v0.1", "qwen2": "Qwen2-7B-Instruct"}[layout]]
     for folder in folders:
         config = read_config(folder)
         mine, theirs = shape(config), _from_transformers(folder, config)
