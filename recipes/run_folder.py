@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import os
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,17 +216,42 @@ def refuse_foreign(out: Path | None) -> None:
         raise UsageError(f"output_dir {out} holds files that are not an lfkit run; choose a new or empty folder")
 
 
+# How long a new run waits for the steps of a killed lfkit process to let go of its folder's lock. Such
+# a step holds the inherited lock until it has ended; it is told to end when its parent dies, and a
+# torchrun agent gives its workers some seconds to stop.
+ORPHAN_WAIT_SECONDS = 30.0
+
+
 def lock_run_folder(out: Path) -> int:
     """Create ``out`` if needed and lock it for this run; one UsageError line if that cannot be."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         return acquire(out / outputs.LOCK_FILE, blocking=False)
     except Busy as busy:
+        fd = _after_orphans(out / outputs.LOCK_FILE, busy.holder)
+        if fd is not None:
+            return fd
         raise UsageError(
             f"output_dir {out} has a run in progress (pid {busy.holder or '?'}); wait for it or stop it first"
         ) from None
     except OSError as exc:
         raise UsageError(f"output_dir {out}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _after_orphans(lock: Path, holder: str) -> int | None:
+    """The lock, once the steps left by a killed lfkit process (``holder``, gone) have ended; None
+    while the process that took the lock still lives, or when they do not end in time."""
+    if not holder or _pid_alive(holder):
+        return None
+    deadline = time.monotonic() + ORPHAN_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            return acquire(lock, blocking=False)
+        except Busy as busy:
+            if busy.holder != holder:
+                return None  # another run took the folder meanwhile
+    return None
 
 
 # A launch back end's check of a folder's record: raises UsageError while the folder's job is queued or running.

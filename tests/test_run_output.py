@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +150,39 @@ def test_looking_at_a_step_of_a_running_run_leaves_it_running(tmp_path):
         os.close(lock)
     assert settle(tmp_path)["status"] == "interrupted"  # gone: the run and its running step say so
     assert read_record(tmp_path / "a")["status"] == "interrupted"
+
+
+def test_a_new_run_waits_for_the_steps_of_a_killed_lfkit_to_let_go_of_the_folder(tmp_path, monkeypatch):
+    """kill -9 of lfkit leaves its step holding the inherited lock until the step has ended (it is told
+    to end when lfkit dies): the same command run at once waits for that, then takes the folder; a
+    step that does not end keeps the folder refused."""
+    from lfkit.errors import UsageError
+    from lfkit.recipes import run_folder
+
+    def killed_lfkit_with_a_step(seconds: float) -> int:
+        # "lfkit" takes the lock (writing its pid), starts a "step" that inherits it, and dies at once.
+        code = (
+            "import os, subprocess, sys; from pathlib import Path; from lfkit.locking import acquire\n"
+            f"fd = acquire(Path({str(tmp_path / '.lfkit.lock')!r}), blocking=False)\n"
+            f"step = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep({seconds})'], pass_fds=(fd,),"
+            " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "print(step.pid, flush=True); os._exit(0)\n"
+        )
+        lfkit = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), check=True
+        )
+        return int(lfkit.stdout)
+
+    killed_lfkit_with_a_step(2)
+    started = time.monotonic()
+    fd = run_folder.lock_run_folder(tmp_path)
+    os.close(fd)
+    assert 1 < time.monotonic() - started < 15, "the lock was taken while the step held it, or waited too long"
+
+    monkeypatch.setattr(run_folder, "ORPHAN_WAIT_SECONDS", 1.0)
+    step = killed_lfkit_with_a_step(60)
+    try:
+        with pytest.raises(UsageError, match="has a run in progress"):
+            run_folder.lock_run_folder(tmp_path)
+    finally:
+        os.kill(step, signal.SIGKILL)
