@@ -30,18 +30,18 @@ setup: $(STAMP)
 # lfkit's own modules as bytecode, as a regular install has them: where PYTHONDONTWRITEBYTECODE is
 # set (CI, this machine) each process otherwise compiles them again (70 ms of a listing command; the
 # suite starts hundreds of processes). A later edit only makes Python compile that file again.
-SOURCES := lfkit dataset_registry evaluation launching planning plugins recipes rocm_patches
+SOURCES := lfkit dataset_registry evaluation launching llamaboard planning plugins recipes rocm_patches
 bytecode: $(STAMP)
 	$(BIN)/python -m compileall -q $(SOURCES) > /dev/null
 
 demo: bytecode
 	HF_HUB_OFFLINE=1 $(BIN)/lfkit run demo
 
-# Slurm's Debian packages install while uv installs the Python set-up: on a fresh machine each
-# waits mostly on downloads, so side by side they take the time of the longer one.
+# The Debian packages the tests drive (Slurm, chromium) install while uv installs the Python set-up:
+# on a fresh machine each waits mostly on downloads, so side by side they take the time of the longer one.
 test:
-	bash scripts/install-slurm.sh & slurm=$$!; $(MAKE) --no-print-directory bytecode; status=$$?; \
-		wait $$slurm; exit $$status
+	bash scripts/install-test-tools.sh & tools=$$!; $(MAKE) --no-print-directory bytecode; status=$$?; \
+		wait $$tools; exit $$status
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)

@@ -25,7 +25,8 @@ DATA_CONFIG = "dataset_info.json"
 DEFAULT_DATASET_DIR = "data"
 
 
-def _registry() -> dict[str, Any]:
+def registered() -> dict[str, Any]:
+    """The registered datasets by name (their registry entries)."""
     from lfkit.plugin_manager import get_manager
 
     return {entry.name: entry for entry in get_manager().datasets.entries()}
@@ -47,7 +48,7 @@ def user_entries(dataset_dir: str | Path) -> dict[str, Any] | None:
 
 def merged_info(names: list[str] | None, user: dict[str, Any] | None) -> dict[str, Any]:
     """The user's entries plus the registry's for ``names`` (all when None); the user's win."""
-    registry = _registry()
+    registry = registered()
     merged = dict(user or {})
     for name in registry if names is None else names:
         entry = registry.get(name)
@@ -79,7 +80,7 @@ def _apply(loader, ctx: PatchContext) -> None:
             return original(dataset_names, dataset_dir)
         if str(dataset_dir).startswith("REMOTE:"):
             return original(dataset_names, dataset_dir)
-        registry = _registry()
+        registry = registered()
         wanted = [name for name in dataset_names if name in registry]
         if not wanted:
             return original(dataset_names, dataset_dir)

@@ -41,11 +41,13 @@ def activate() -> None:
     if _active:
         return
     _active = True
-    if os.environ.get("LFKIT_WORKER_REPORTS") and os.environ.get("RANK"):
-        # A torchrun worker of a step lfkit started: leave its patch statuses for run.json.
+    if os.environ.get("LFKIT_WORKER_REPORTS") or os.environ.get("LLAMABOARD_WORKDIR"):
+        # A torchrun worker of a step lfkit started, or a training LlamaBoard started: leave its
+        # patch statuses (lfkit.worker_report says where).
         from . import worker_report
 
-        worker_report.arm()
+        if worker_report.wanted():
+            worker_report.arm()
     if TRIGGER_ROOTS & sys.modules.keys():
         _load_plugins()
     else:

@@ -35,6 +35,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "lfkit.launching",
     "lfkit.planning",
     "lfkit.plugins",
+    "lfkit.llamaboard",
 )
 
 

@@ -1,9 +1,14 @@
-"""What a torchrun worker of an lfkit step leaves behind: its patch statuses and argument changes.
+"""What a process leaves behind of lfkit: its patch statuses and argument changes.
 
-The step process hands its workers a folder through the environment; a worker (a
-process that torchrun started: RANK is set) leaves its report there as it exits, and
-``lfkit.launching.workers`` collects them for the step's run.json. Kept cheap:
-activation calls ``arm`` in every process, and it reads two environment variables.
+- A torchrun worker of an lfkit step: the step process hands its workers a folder through
+  the environment; a worker (RANK is set) leaves its report there as it exits, and
+  ``lfkit.launching.workers`` collects them for the step's run.json.
+- A training LlamaBoard (``llamafactory-cli webui``) started: LlamaBoard names its output
+  folder in ``LLAMABOARD_WORKDIR``; each of its processes leaves ``lfkit-patches.json``
+  there (``lfkit-patches-rank<N>.json`` for torchrun workers) as it exits, so a web UI user
+  can see which fixes were active, as run.json shows for ``lfkit run``.
+
+Kept cheap: activation calls ``arm`` only where one of those variables is set.
 """
 
 from __future__ import annotations
@@ -14,6 +19,17 @@ from pathlib import Path
 
 REPORTS_ENV = "LFKIT_WORKER_REPORTS"
 PREFIX = ".lfkit-patches-rank"
+# Set by LlamaBoard for the training process it starts (LLaMA-Factory webui/runner.py).
+LLAMABOARD_ENV, LLAMABOARD_ON = "LLAMABOARD_WORKDIR", "LLAMABOARD_ENABLED"
+UI_REPORT = "lfkit-patches"
+
+
+def wanted() -> bool:
+    """Whether this process leaves a report (checked by activation in every process)."""
+    return bool(
+        (os.environ.get(REPORTS_ENV) and os.environ.get("RANK"))
+        or (os.environ.get(LLAMABOARD_ENV) and os.environ.get(LLAMABOARD_ON))
+    )
 
 
 def patch_statuses() -> list[dict]:
@@ -24,11 +40,15 @@ def patch_statuses() -> list[dict]:
 
 def arm() -> None:
     folder, rank = os.environ.get(REPORTS_ENV), os.environ.get("RANK")
-    if folder and rank is not None and rank.isdigit():
-        atexit.register(_leave_report, Path(folder), int(rank))
+    ranked = rank is not None and rank.isdigit()
+    if folder and ranked:
+        atexit.register(_leave_report, Path(folder) / f"{PREFIX}{rank}.json", int(rank))
+    elif os.environ.get(LLAMABOARD_ENV) and os.environ.get(LLAMABOARD_ON):
+        name = f"{UI_REPORT}-rank{rank}.json" if ranked else f"{UI_REPORT}.json"
+        atexit.register(_leave_report, Path(os.environ[LLAMABOARD_ENV]) / name, int(rank) if ranked else None)
 
 
-def _leave_report(folder: Path, rank: int) -> None:
+def _leave_report(path: Path, rank: int | None) -> None:
     try:
         from lfkit.atomic import write_json
         from lfkit.lifecycle import ARG_CHANGES
@@ -41,6 +61,7 @@ def _leave_report(folder: Path, rank: int) -> None:
             "patches": patch_statuses(),
             "arg_changes": [c.as_dict() for c in ARG_CHANGES],
         }
-        write_json(folder / f"{PREFIX}{rank}.json", report)
+        if path.parent.is_dir():  # a run that ended before it made its folder leaves nothing
+            write_json(path, report)
     except Exception:  # noqa: BLE001 - a report must never change how the worker exits
         pass

@@ -31,7 +31,7 @@ def unavailable_reason() -> str | None:
     """Why no cluster can be started here, or None when one can."""
     missing = [name for name in DAEMONS + TOOLS if which(name) is None]
     if missing:
-        return f"Slurm/munge not installed (missing {', '.join(missing)}; see scripts/install-slurm.sh)"
+        return f"Slurm/munge not installed (missing {', '.join(missing)}; see scripts/install-test-tools.sh)"
     if os.geteuid() != 0:
         return "the test Slurm cluster runs its daemons as root; not root here"
     return None
