@@ -72,6 +72,26 @@ def test_no_internal_document_names_in_what_users_read():
     assert not found
 
 
+def test_every_readme_section_has_its_chinese_counterpart():
+    """README_zh covers the whole workflow: each `## ` section of README.md is marked with a
+    `<!-- section: KEY -->` line, and README_zh.md has the same sections in the same order."""
+    anchor = re.compile(r"^<!-- section: ([a-z0-9-]+) -->$")
+
+    def sections(name: str) -> list[str]:
+        lines, keys, fenced = (REPO / name).read_text(encoding="utf-8").splitlines(), [], False
+        for i, line in enumerate(lines):
+            fenced ^= line.startswith("```")
+            if not fenced and line.startswith("## "):
+                match = anchor.match(lines[i - 1])
+                assert match, f"{name}: the section {line!r} has no section line before it"
+                keys.append(match.group(1))
+        return keys
+
+    english = sections("README.md")
+    assert len(english) >= 15 and {"recipes", "families", "evaluation", "llamaboard", "slurm"} <= set(english)
+    assert sections("README_zh.md") == english
+
+
 def test_logging_and_save_steps_are_exported_as_whole_numbers(tiny_llama, tmp_path):
     target = tmp_path / "sft.yaml"
     result = run([BIN / "lfkit", "recipes", "export", "sft-lora-single", f"model={tiny_llama}",
