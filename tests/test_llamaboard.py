@@ -3,8 +3,9 @@
 The real web UI of the installed LLaMA-Factory runs as a server on a free loopback port; Debian's
 chromium (installed by `make test` as root, scripts/install-browser.sh) is driven by playwright.
 A registered dataset is picked and previewed, the memory plan line follows the batch size, a LoRA
-training of a tiny model is started with Start and leaves its adapter and lfkit's patch record;
-with lfkit's web UI patches disabled, the UI is LLaMA-Factory's own.
+training of a tiny model is started with Start and leaves its adapter and lfkit's patch record, and
+the evaluate tab predicts a registered held-out split; with lfkit's web UI patches disabled, the UI
+is LLaMA-Factory's own.
 """
 
 from __future__ import annotations
@@ -205,6 +206,25 @@ def test_a_registered_dataset_is_picked_previewed_and_trained_on_from_the_web_ui
         assert statuses["lf-dataset-lookup"] == "applied"  # telecom_demo was found through it
         log = (run_dir / "trainer_log.jsonl").read_text(encoding="utf-8")
         assert '"current_steps": 2' in log
+
+        # The evaluate tab: the held-out split, also registered with lfkit, predicted by the model.
+        page.get_by_text("Finished", exact=False).first.wait_for(timeout=120_000)  # LlamaBoard is idle again
+        page.get_by_role("tab", name="Evaluate & Predict").click()
+        dropdown = page.get_by_role("textbox", name="Dataset", exact=True)  # the visible tab's
+        dropdown.click()
+        page.get_by_role("option", name="telecom_demo_test (lfkit)", exact=True).click()
+        page.keyboard.press("Escape")
+        page.get_by_role("textbox", name="Max samples").fill("4")
+        _set_number(page, "Maximum new tokens", "8")
+        page.get_by_role("textbox", name="Output dir").fill("eval_ui")
+        page.get_by_role("button", name="Start", exact=True).click()
+        deadline = time.monotonic() + 300
+        predictions = tmp_path / "saves" / "Llama-2-7B" / "lora" / "eval_ui" / "generated_predictions.jsonl"
+        while not predictions.is_file():
+            log = (tmp_path / "webui.log").read_text(errors="replace")
+            assert time.monotonic() < deadline and "Traceback" not in log, log[-3000:]
+            time.sleep(1)
+        assert len(predictions.read_text(encoding="utf-8").splitlines()) == 4
     print(before, fits, too_small, sep="\n")
 
 
