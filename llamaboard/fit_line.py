@@ -9,7 +9,7 @@ id, nothing chosen yet) gives "not known".
 
 from __future__ import annotations
 
-import concurrent.futures
+import functools
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -51,7 +51,14 @@ WORDS = {
     "finetuning_type": "finetuning method",
     "deepspeed": "DeepSpeed",
 }
-_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="lfkit-fit-line")
+
+
+@functools.cache
+def _pool():
+    """The plan's threads, made when the web UI first asks (every process of the environment loads this module)."""
+    import concurrent.futures
+
+    return concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="lfkit-fit-line")
 
 
 def _change_words(change: dict[str, Any]) -> str:
@@ -154,8 +161,10 @@ def _add_fit_line(gr, engine, elems: dict[str, Any]) -> None:
             args = engine.runner._parse_train_args({**data, name: data.get(name) or "Custom"})
             return plan_line(args, data[target])
 
+        import concurrent.futures
+
         try:
-            return _pool.submit(work).result(timeout=TIMEOUT_SECONDS)
+            return _pool().submit(work).result(timeout=TIMEOUT_SECONDS)
         except concurrent.futures.TimeoutError:
             return f"{PREFIX} not known (the plan took longer than {TIMEOUT_SECONDS:.0f} s)"
         except Exception as exc:  # noqa: BLE001 - a line, never an error box in the UI
