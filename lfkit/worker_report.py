@@ -24,14 +24,6 @@ LLAMABOARD_ENV, LLAMABOARD_ON = "LLAMABOARD_WORKDIR", "LLAMABOARD_ENABLED"
 UI_REPORT = "lfkit-patches"
 
 
-def wanted() -> bool:
-    """Whether this process leaves a report (checked by activation in every process)."""
-    return bool(
-        (os.environ.get(REPORTS_ENV) and os.environ.get("RANK"))
-        or (os.environ.get(LLAMABOARD_ENV) and os.environ.get(LLAMABOARD_ON))
-    )
-
-
 def patch_statuses() -> list[dict]:
     from lfkit.plugin_manager import get_manager
 
@@ -39,6 +31,7 @@ def patch_statuses() -> list[dict]:
 
 
 def arm() -> None:
+    """Leave a report at exit where this process is one of the two kinds above; nothing otherwise."""
     folder, rank = os.environ.get(REPORTS_ENV), os.environ.get("RANK")
     ranked = rank is not None and rank.isdigit()
     if folder and ranked:

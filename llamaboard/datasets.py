@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lfkit.dataset_registry.lookup_patch import DATA_CONFIG, registered
+from lfkit.dataset_registry.lookup_patch import registered, user_entries
 from lfkit.patching import Patch, PatchContext
 
 LABEL = "{name} (lfkit)"
@@ -20,16 +20,12 @@ LF_RANGE = {"llamafactory": ">=0.9.5,<0.10"}
 
 def _own_names(dataset_dir: str | None) -> set[str]:
     """The names in the folder's own dataset_info.json (none for an online or unreadable one)."""
-    import json
-
     if not dataset_dir or dataset_dir == "ONLINE" or str(dataset_dir).startswith("REMOTE:"):
         return set()
     try:
-        with open(Path(dataset_dir) / DATA_CONFIG, encoding="utf-8") as fh:
-            entries = json.load(fh)
-    except (OSError, ValueError):
+        return set(user_entries(dataset_dir) or {})
+    except (OSError, ValueError, AttributeError):  # LlamaBoard shows its own warning for such a file
         return set()
-    return set(entries) if isinstance(entries, dict) else set()
 
 
 def lfkit_entries(dataset_dir: str | None) -> dict[str, dict[str, Any]]:

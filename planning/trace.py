@@ -26,6 +26,8 @@ from typing import Any
 
 from lfkit.errors import UsageError
 
+from .memory import _truthy
+
 CATEGORIES = {
     "Parameter": "parameters",
     "Gradient": "gradients",
@@ -126,7 +128,7 @@ def trace_layers(
     model_args = _fields(ModelArguments, args)
     finetuning_args = _fields(FinetuningArguments, args)
     model_args.compute_dtype = getattr(torch, dtype)
-    trust = str(args.get("trust_remote_code", "")).lower() in {"true", "1", "yes", "on"}
+    trust = _truthy(args.get("trust_remote_code"))
     config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust)
     config.num_hidden_layers = layers
     config.use_cache = False
