@@ -75,6 +75,23 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None =
     )
 
 
+def step_pids(folder: Path) -> list[int]:
+    """The step processes training into `folder`. Each runs in its own session (so a signal to lfkit's
+    process group does not reach it): freeze or kill it by its own group."""
+    found = subprocess.run(["pgrep", "-f", f"lfkit.recipes.step {folder}"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def signal_run(process: subprocess.Popen, folder: Path, sig: int) -> None:
+    """Send `sig` to lfkit's process group (started with start_new_session) and to its steps' groups."""
+    os.killpg(process.pid, sig)
+    for pid in step_pids(folder):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def unprivileged(cmd: list) -> list:
     """As root, file modes bind only without CAP_DAC_OVERRIDE: drop it (util-linux setpriv) for this command."""
     if os.geteuid() != 0:

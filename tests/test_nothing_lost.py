@@ -5,14 +5,13 @@ signals to real processes.
 """
 
 import json
-import os
 import signal
 import subprocess
 import time
 
 import pytest
 
-from conftest import BIN, clean_env, run, write_alpaca
+from conftest import BIN, clean_env, run, signal_run, step_pids, write_alpaca
 
 pytestmark = pytest.mark.slow
 LFKIT = BIN / "lfkit"
@@ -91,11 +90,6 @@ def _wait_for(path, process, seconds=300):
         time.sleep(0.1)
 
 
-def _step_pids(folder) -> list[int]:
-    found = subprocess.run(["pgrep", "-f", f"lfkit.recipes.step {folder}"], capture_output=True, text=True)
-    return [int(pid) for pid in found.stdout.split()]
-
-
 def test_killing_lfkit_kills_its_step_and_the_lock_keeps_a_second_trainer_out(tmp_path, tiny_llama):
     data = write_alpaca(tmp_path / "data")
     out = tmp_path / "adapter"
@@ -105,18 +99,18 @@ def test_killing_lfkit_kills_its_step_and_the_lock_keeps_a_second_trainer_out(tm
             f"output_dir={out}", "max_steps=60", *LONG[1:]]  # fmt: skip
     first = _start(argv, new_session=True)  # its own group: frozen below
     _wait_for(out / "checkpoint-5" / "trainer_state.json", first)
-    os.killpg(first.pid, signal.SIGSTOP)  # lfkit and its step, holding the lock
+    signal_run(first, out, signal.SIGSTOP)  # lfkit and its step (its own group), holding the lock
 
     second = run(argv, env=clean_env())
     assert second.returncode == 2
     assert second.stderr.strip().splitlines()[-1].startswith(f"lfkit: error: output_dir {out} has a run in progress")
 
-    assert _step_pids(out), "the step process should be training"
-    os.killpg(first.pid, signal.SIGCONT)
+    assert step_pids(out), "the step process should be training"
+    signal_run(first, out, signal.SIGCONT)
     first.kill()  # SIGKILL to lfkit alone, not to its process group
     first.communicate()
     deadline = time.monotonic() + 30
-    while _step_pids(out):
+    while step_pids(out):
         assert time.monotonic() < deadline, "the step process outlived lfkit"
         time.sleep(0.2)
     steps_then = len((out / "trainer_log.jsonl").read_text().splitlines())
@@ -155,7 +149,7 @@ def test_a_signal_marks_the_run_interrupted_with_one_line(sig, tmp_path, tiny_ll
         "run the same command again to resume from its last checkpoint"
     )
     assert record(out)["status"] == "interrupted"
-    assert not _step_pids(out)
+    assert not step_pids(out)
 
 
 def test_a_run_never_resumes_on_changed_data(tmp_path, tiny_llama):

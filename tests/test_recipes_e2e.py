@@ -1,7 +1,6 @@
 """Recipes end to end on tiny models: train -> merge -> chat, nothing lost, resume after a kill."""
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -9,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from conftest import BIN, QUICK_LORA, clean_env, run, write_alpaca
+from conftest import BIN, QUICK_LORA, clean_env, run, signal_run, step_pids, write_alpaca
 from lfkit.recipes.run_folder import last_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -129,21 +128,25 @@ def _logged_steps(where) -> list[int]:
 
 
 def _kill_between_checkpoints(process, out, first_checkpoint: int) -> tuple[int, int]:
-    """SIGKILL the run's process group once a step after its last checkpoint is logged; freeze it
-    (SIGSTOP) to look, so the kill lands between checkpoints, not on one. -> (checkpoint, last logged)."""
+    """SIGKILL the run (lfkit and its step) once a step after its last checkpoint is logged; freeze both
+    (SIGSTOP) to look, so the kill lands between checkpoints, not on one, and nothing is logged after
+    the look. -> (checkpoint, last logged)."""
     deadline = time.monotonic() + 300
     while True:
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
         if (out / f"checkpoint-{first_checkpoint}" / "trainer_state.json").is_file():
-            os.killpg(process.pid, signal.SIGSTOP)
+            signal_run(process, out, signal.SIGSTOP)
             checkpoint = last_checkpoint(out)
             logged = max(_logged_steps(out), default=0)
             if checkpoint is not None and logged > int(checkpoint.name.rpartition("-")[2]):
-                os.killpg(process.pid, signal.SIGKILL)
+                signal_run(process, out, signal.SIGKILL)
                 process.wait()
+                while step_pids(out):
+                    assert time.monotonic() < deadline, "the step outlived a SIGKILL"
+                    time.sleep(0.05)
                 return int(checkpoint.name.rpartition("-")[2]), logged
-            os.killpg(process.pid, signal.SIGCONT)
+            signal_run(process, out, signal.SIGCONT)
         time.sleep(0.05)
 
 
