@@ -19,6 +19,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs, problems
+from .flags import env_flag
 from .patching import Patch, PatchRegistry, disabled_ids
 from .registry import Registry
 
@@ -104,10 +105,6 @@ def _record_check(kind: str, usage: str):
     return check
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _allow_list() -> set[str] | None:
     raw = os.environ.get("LFKIT_PLUGINS")
     if raw is None:
@@ -131,7 +128,7 @@ class Manager:
         self.models = Registry(
             "model family", check=_record_check("family", "register(name, family) takes an lfkit.plugins.ModelFamily")
         )
-        self.strict = _env_flag("LFKIT_STRICT_PLUGINS")
+        self.strict = env_flag("LFKIT_STRICT_PLUGINS")
 
     @property
     def hook(self):

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lfkit.flags import truthy
+
 from .shapes import ModelShape
 from .trainable import Training, lora_targets, training
 
@@ -107,10 +109,6 @@ class Estimate:
         return sum(self.rows.values())
 
 
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in {"true", "1", "yes", "on"}
-
-
 def zero_config(value: Any) -> dict[str, Any]:
     """The ZeRO section of a step's DeepSpeed config (a preset or a file; resolution checked it already)."""
     if not value:
@@ -126,9 +124,9 @@ def _offloaded(zero: dict[str, Any], key: str) -> bool:
 
 def compute_dtype(args: dict[str, Any], shape: ModelShape, device: str) -> str:
     """LLaMA-Factory's choice: the precision flag; on a GPU without one, the config's bf16 or fp16."""
-    if _truthy(args.get("bf16")) or _truthy(args.get("pure_bf16")):
+    if truthy(args.get("bf16")) or truthy(args.get("pure_bf16")):
         return "bfloat16"
-    if _truthy(args.get("fp16")):
+    if truthy(args.get("fp16")):
         return "float16"
     if device == "gpu":
         return "bfloat16" if shape.torch_dtype == "bfloat16" else "float16"
@@ -146,7 +144,7 @@ def setting_for(
         stage = int(given) if str(given).isdigit() else 0
     qbit = args.get("quantization_bit")
     method = str(args.get("finetuning_type") or "lora")
-    upcast = not (_truthy(args.get("pure_bf16")) or _truthy(args.get("use_badam"))) and not (stage == 3 and not qbit)
+    upcast = not (truthy(args.get("pure_bf16")) or truthy(args.get("use_badam"))) and not (stage == 3 and not qbit)
     if stage is not None and dtype != "float32":
         trainable_dtype = dtype  # DeepSpeed casts the whole module; its optimizer holds the float32 master copy
     else:
@@ -157,7 +155,7 @@ def setting_for(
         dtype=dtype,
         trainable_dtype=trainable_dtype,
         method=method,
-        checkpointing=not _truthy(args.get("disable_gradient_checkpointing")),
+        checkpointing=not truthy(args.get("disable_gradient_checkpointing")),
         micro_batch=int(args.get("per_device_train_batch_size") or 8),
         seq_len=seq_len,
         seq_source=seq_source,
@@ -168,7 +166,7 @@ def setting_for(
         quantization_bit=int(qbit) if qbit else None,
         optimizer=str(args.get("optim") or "AdamW (the default)"),
         lora_rank=int(args.get("lora_rank", 8)) if method == "lora" else None,
-        dora=method == "lora" and _truthy(args.get("use_dora")),
+        dora=method == "lora" and truthy(args.get("use_dora")),
         attention="eager" if str(args.get("flash_attn") or "auto").lower() in {"disabled", "eager"} else "efficient",
     )
 

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from lfkit.atomic import write_json
+from lfkit.flags import truthy
 from lfkit.locking import locked
 from lfkit.paths import lfkit_home
-
-from .memory import _truthy
 
 # The keys that change what a tokenized sample looks like.
 TOKENIZE_KEYS = (
@@ -112,7 +111,7 @@ def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) ->
     model = Path(str(args.get("model_name_or_path")))
     if model.is_dir() and not any((model / name).is_file() for name in TOKENIZER_FILES):
         return cutoff, "cutoff_len (no tokenizer in the model folder)"
-    if model.is_dir() and _tokenizer_is_folder_code(model) and not _truthy(args.get("trust_remote_code")):
+    if model.is_dir() and _tokenizer_is_folder_code(model) and not truthy(args.get("trust_remote_code")):
         return cutoff, "cutoff_len (the tokenizer is the model folder's code: trust_remote_code=true reads the data)"
     key = _key(args, datasets)
     cached = _read_cache().get(key)

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lfkit.errors import UsageError
-
-from .memory import _truthy
+from lfkit.flags import truthy
 
 CATEGORIES = {
     "Parameter": "parameters",
@@ -128,7 +127,7 @@ def trace_layers(
     model_args = _fields(ModelArguments, args)
     finetuning_args = _fields(FinetuningArguments, args)
     model_args.compute_dtype = getattr(torch, dtype)
-    trust = _truthy(args.get("trust_remote_code"))
+    trust = truthy(args.get("trust_remote_code"))
     config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust)
     config.num_hidden_layers = layers
     config.use_cache = False

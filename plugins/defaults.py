@@ -17,13 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from lfkit.errors import stop_run
+from lfkit.flags import truthy
 from lfkit.patching import distribution_version
 
 from .detect import Detection, detect, remote_code_files
-
-
-def _truthy(value) -> bool:
-    return value is True or str(value).strip().lower() in {"true", "1", "yes", "on"}
 
 
 def detect_model(model: str | None) -> Detection | None:
@@ -75,7 +72,7 @@ def recipe_defaults(command: str, args: dict, runs_model_code: bool = True) -> d
     problem = requirement_problem(family)
     if problem:
         stop_run(problem)
-    if family.remote_code and runs_model_code and not _truthy(args.get("trust_remote_code")):
+    if family.remote_code and runs_model_code and not truthy(args.get("trust_remote_code")):
         files = ", ".join(remote_code_files(model)) or "(none found in the folder)"
         stop_run(
             f"model {model} is {family.name}, which runs Python code from its folder ({files}); "

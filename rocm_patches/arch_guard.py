@@ -24,10 +24,6 @@ def switched_on(patch: Patch) -> bool:
     return "all" not in off and patch.id not in off and check_guards(patch) is None
 
 
-def truthy(value) -> bool:
-    return value is True or str(value).strip().lower() in {"true", "1", "yes", "on"}
-
-
 def needs(feature: str, supported: Callable[[str], bool | None]) -> Callable[[], str | None]:
     """A patch condition: nothing to fix where the architecture has ``feature`` (supported(arch) is True)."""
 

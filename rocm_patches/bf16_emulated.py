@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from lfkit.amd_arch import native_bf16
 from lfkit.errors import stop_run
+from lfkit.flags import truthy
 from lfkit.patching import Patch, PatchContext, SkipPatch
 
-from .arch_guard import amd_arch, needs, switched_on, truthy
+from .arch_guard import amd_arch, needs, switched_on
 
 
 def _apply(misc, ctx: PatchContext) -> str:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from lfkit.amd_arch import triton_supported
 from lfkit.errors import stop_run
+from lfkit.flags import truthy
 from lfkit.patching import Patch, PatchContext
 
-from .arch_guard import amd_arch, needs, switched_on, truthy
+from .arch_guard import amd_arch, needs, switched_on
 
 SWITCHES = ("enable_liger_kernel", "torch_compile", "use_unsloth")
 

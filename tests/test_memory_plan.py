@@ -409,3 +409,16 @@ def test_lfkit_plan_trace_answers_and_the_formula_agrees_with_it():
     data = as_json([step])["steps"][0]
     assert data["answered_by"] == "trace" and data["peak_bytes"] == step.peak != data["formula_peak_bytes"]
     assert data["trace"]["by_layers"]["1"]["parameters"] < data["trace"]["by_layers"]["2"]["parameters"]
+
+
+def test_yes_and_no_are_read_as_llamafactorys_parser_reads_them():
+    """`bf16=t` on the command line is bf16 to LLaMA-Factory (HfArgumentParser's string_to_bool), so it is
+    to the plan, the patches and the plugins too; `on` is for lfkit's own switches."""
+    from transformers.hf_argparser import string_to_bool
+
+    from lfkit.flags import truthy
+
+    for word in ("yes", "true", "t", "y", "1", "no", "false", "f", "n", "0", "True", "YES", "F"):
+        assert truthy(word) == string_to_bool(word), word
+    assert truthy(True) and not truthy(False) and not truthy(None) and not truthy("")
+    assert truthy("on") and not truthy("off")
