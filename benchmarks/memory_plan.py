@@ -199,7 +199,7 @@ def gpu_part(quick: bool) -> None:
             if bits:
                 args["quantization_bit"] = bits
             plan = estimate(model_shape(CONFIGS / name), args, {}, seq, "benchmark", "gpu")
-            planned = plan.peak - plan.rows["overhead"] - plan.rows["reserve"]  # what max_memory_allocated counts
+            planned = plan.tensors  # what max_memory_allocated counts
             measured = gpu_step(_random_model_folder(name, Path(scratch)), method, bits, seq, batch, checkpointing)
             plan_fits, real_fits = plan.peak <= CAP, measured is not None
             right += plan_fits == real_fits

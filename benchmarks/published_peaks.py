@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -49,6 +50,8 @@ TARGET_NAMES = {
     "q": ["q_proj"],
     "v": ["v_proj"],
 }
+# What a point that names no bitsandbytes version is planned with (not the machine's own install).
+CURRENT_BITSANDBYTES = "0.49.2"
 UNIT_BYTES = {"GiB": GIB, "G": GIB, "MiB": 2**20, "GB": 10**9}
 
 
@@ -108,7 +111,14 @@ def plan_of(point: dict):
     if args.get("deepspeed"):
         args["deepspeed"] = str(config_path(args["deepspeed"]))
     shape = model_shape(CONFIGS / MODELS[point["model"]])
-    return estimate(shape, args, {}, int(point["seq_len"]), "cutoff_len", "gpu")
+    vary = not str(point.get("batch_lengths", "vary")).startswith("fixed")
+    return estimate(shape, args, {}, int(point["seq_len"]), "cutoff_len", "gpu", vary, bitsandbytes_of(point))
+
+
+def bitsandbytes_of(point: dict) -> str:
+    """The bitsandbytes version the run used: stated with the point, or in its versions; else a current one."""
+    stated = re.search(r"bitsandbytes (\d+\.\d+\.\d+)", str(point.get("framework_version", "")))
+    return point.get("bitsandbytes") or (stated.group(1) if stated else CURRENT_BITSANDBYTES)
 
 
 def plan_bytes(point: dict) -> int:
@@ -118,7 +128,7 @@ def plan_bytes(point: dict) -> int:
 def compare(point: dict) -> list[dict]:
     """The plan beside the point's reading (and beside its second reading, where it has one)."""
     plan = plan_of(point)
-    tensors = plan.peak - plan.rows["overhead"] - plan.rows["reserve"]
+    tensors = plan.tensors
     readings = [(point["id"], measured_bytes(point), point.get("measured_what", ""))]
     alt = point.get("alt_measurement")
     if alt and alt.get("unit") == "bytes":

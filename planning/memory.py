@@ -38,6 +38,21 @@ CONTEXT_BYTES = 512 * 2**20
 # p27-p31: nvidia-smi less the context, minus max_memory_allocated, over those rows of the plan):
 # 0.25-0.37 for LoRA and QLoRA at micro-batch 4 and 8 x 4096 tokens, 0.28 for full fine-tuning.
 RESERVE_FRACTION = 0.35
+# Batches of different lengths (LLaMA-Factory pads each batch to its own longest sample) leave the
+# allocator holding blocks sized for earlier lengths beside those of the current one, above all the
+# logits and the loss's float32 copies, the largest tensors of a step. Counted in float32 logits
+# (tokens x vocab x 4 bytes) of the longest batch. ms-swift's benchmark table of Qwen-7B LoRA in two
+# versions is an A/B of exactly this (same runs and code; the later one drops samples longer than
+# max_length instead of cutting them to it, so its batch lengths vary): max_memory_reserved rose by
+# 2.5 / 5.0 / 8.8 GiB at 512 / 1024 / 2048 tokens, about 7.6-8.6 such copies, and by 2.9 GiB (5.8) for
+# ChatGLM3-6B; the same for Qwen-1.8B and 14B, so it follows the vocabulary, not the weights. A user's
+# LLaMA-Factory run of Qwen2-7B (issue 7409) grew to 5.8 GiB above the plan "after a few steps".
+# 5 keeps every held published reading of a run with varying lengths within 0.94-1.28 of the plan
+# (benchmarks/published_peaks.py); the long-sequence readings (8192 tokens) need fewer.
+VARYING_LENGTH_LOGITS = 5
+# bitsandbytes' 4-bit matmul kept its input for the backward pass until 0.43.2 (bitsandbytes#1270,
+# "delete useless buffered activation"); the 8-bit one still keeps it. A frozen 16-bit Linear does not.
+BNB_4BIT_DROPS_INPUTS = "0.43.2"
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ROW_TITLES = {
     "weights": "weights (frozen)",
@@ -48,7 +63,10 @@ ROW_TITLES = {
     "logits": "logits and loss",
     "overhead": "runtime overhead",
     "reserve": "allocator reserve",
+    "lengths": "allocator: earlier batch lengths",
 }
+# What the device loses beyond live tensors (max_memory_allocated counts none of these).
+ALLOCATOR_ROWS = ("overhead", "reserve", "lengths")
 
 
 @dataclass
@@ -74,6 +92,9 @@ class Setting:
     # "efficient": SDPA's flash / memory-efficient kernels or FlashAttention (no seq x seq matrix);
     # "eager": flash_attn=disabled, transformers' eager attention, which keeps the scores.
     attention: str = "efficient"
+    lengths_vary: bool = True  # batches of different lengths (no packing, not every sample at the cutoff)
+    quantized_keep_inputs: bool = False  # bitsandbytes keeps each quantized Linear's input for backward
+    bitsandbytes: str | None = None  # the version the QLoRA rows assume
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -82,9 +103,12 @@ class Setting:
         method = self.method + (f" rank {self.lora_rank}" if self.lora_rank else "") + (" DoRA" if self.dora else "")
         parts = [method]
         if self.quantization_bit:
-            parts.append(f"{self.quantization_bit}-bit base (QLoRA)")
+            kept = ", keeps the quantized layers' inputs" if self.quantized_keep_inputs else ""
+            version = f"bitsandbytes {self.bitsandbytes}" if self.bitsandbytes else "a current bitsandbytes"
+            parts.append(f"{self.quantization_bit}-bit base (QLoRA; {version}{kept})")
         parts.append(f"weights {self.dtype}, trainable {self.trainable_dtype}")
         parts.append(f"micro-batch {self.micro_batch} x {self.seq_len} tokens ({self.seq_source})")
+        parts.append("batch lengths vary" if self.lengths_vary else "every batch the same length")
         parts.append("gradient checkpointing " + ("on" if self.checkpointing else "off"))
         if self.attention == "eager":
             parts.append("eager attention (seq x seq scores)")
@@ -107,6 +131,11 @@ class Estimate:
     @property
     def peak(self) -> int:
         return sum(self.rows.values())
+
+    @property
+    def tensors(self) -> int:
+        """The live tensors at the peak: what max_memory_allocated reports."""
+        return self.peak - sum(self.rows.get(k, 0) for k in ALLOCATOR_ROWS)
 
 
 def zero_config(value: Any) -> dict[str, Any]:
@@ -134,7 +163,14 @@ def compute_dtype(args: dict[str, Any], shape: ModelShape, device: str) -> str:
 
 
 def setting_for(
-    shape: ModelShape, args: dict[str, Any], lfkit_args: dict[str, Any], seq_len: int, seq_source: str, device: str
+    shape: ModelShape,
+    args: dict[str, Any],
+    lfkit_args: dict[str, Any],
+    seq_len: int,
+    seq_source: str,
+    device: str,
+    lengths_vary: bool = True,
+    bitsandbytes: str | None = None,
 ) -> Setting:
     dtype = compute_dtype(args, shape, device)
     zero = zero_config(args.get("deepspeed"))
@@ -168,7 +204,23 @@ def setting_for(
         lora_rank=int(args.get("lora_rank", 8)) if method == "lora" else None,
         dora=method == "lora" and truthy(args.get("use_dora")),
         attention="eager" if str(args.get("flash_attn") or "auto").lower() in {"disabled", "eager"} else "efficient",
+        lengths_vary=lengths_vary,
+        quantized_keep_inputs=bool(qbit) and _keeps_inputs(int(qbit), bitsandbytes),
+        bitsandbytes=bitsandbytes if qbit else None,
     )
+
+
+def _keeps_inputs(bits: int, version: str | None) -> bool:
+    if bits != 4:
+        return True
+    if not version:
+        return False
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version) < Version(BNB_4BIT_DROPS_INPUTS)
+    except InvalidVersion:
+        return False
 
 
 def _quantized_bytes(numel: int, fan_out: int, bits: int) -> int:
@@ -221,7 +273,10 @@ def _layer_activation_bytes(shape: ModelShape, s: Setting, lora_inputs: int, lor
     attention = c * h // 2 + 7 * c * kv // 4 + 4 * shape.heads
     mlp = 4 * c * f
     lora = lora_modules * (s.lora_rank or 0) * 8 + (lora_inputs * (c + 1) if dropout else 0)
-    return norms + attention + mlp + lora
+    # the inputs of the attention and MLP projections that nothing else keeps: the two normed hidden states
+    # and the MLP's inner product (the attention output is kept by the attention kernel already)
+    quantized = c * (2 * h + f) if s.quantized_keep_inputs else 0
+    return norms + attention + mlp + lora + quantized
 
 
 def _activation_bytes(shape: ModelShape, train: Training, s: Setting, args: dict[str, Any]) -> int:
@@ -262,11 +317,19 @@ def estimate(
     seq_len: int | None = None,
     seq_source: str = "cutoff_len",
     device: str = "gpu",
+    lengths_vary: bool = True,
+    bitsandbytes: str | None = None,
 ) -> Estimate:
-    """The estimate for one train step's arguments (LLaMA-Factory keys) on ``device``."""
+    """The estimate for one train step's arguments (LLaMA-Factory keys) on ``device``; ``lengths_vary``
+    says whether its batches differ in length (planning.sequence says it for a step's data);
+    ``bitsandbytes`` is the version a QLoRA step will run with (default: the installed one)."""
     if seq_len is None:
         seq_len = int(args.get("cutoff_len") or 2048)
-    s = setting_for(shape, args, lfkit_args or {}, seq_len, seq_source, device)
+    if bitsandbytes is None and args.get("quantization_bit"):
+        from lfkit.patching import distribution_version
+
+        bitsandbytes = distribution_version("bitsandbytes")
+    s = setting_for(shape, args, lfkit_args or {}, seq_len, seq_source, device, lengths_vary, bitsandbytes)
     train = training(shape, args)
     c = DTYPE_BYTES[s.dtype]
     m = train.trainable_numel
@@ -309,5 +372,12 @@ def estimate(
     }
     changing = rows["activations"] + rows["logits"] + rows["gradients"]
     rows["reserve"] = int(changing * RESERVE_FRACTION) if device == "gpu" else 0
+    varying = s.lengths_vary and device == "gpu"
+    rows["lengths"] = VARYING_LENGTH_LOGITS * s.micro_batch * s.seq_len * shape.vocab * 4 if varying else 0
+    if rows["lengths"] > GIB:
+        notes.append(
+            f"batches of varying length leave the allocator {rows['lengths'] / GIB:.1f} GiB of blocks sized for "
+            "earlier lengths; packing=true fills every sequence to cutoff_len"
+        )
     parameters = {"total": shape.parameters, "trainable": m}
     return Estimate(s, rows, parameters, notes)

@@ -58,10 +58,9 @@ class StepPlan:
         """The formula's peak, or with a trace: the traced tensors and the formula's GPU-only rows."""
         if self.traced is None:
             return self.estimate.peak
-        rows = self.estimate.rows
-        tensors = self.estimate.peak - rows["overhead"] - rows["reserve"]
+        rows, tensors = self.estimate.rows, self.estimate.tensors
         reserve = int(rows["reserve"] * self.traced.peak / tensors) if tensors else 0
-        return self.traced.peak + rows["overhead"] + reserve
+        return self.traced.peak + rows["overhead"] + reserve + rows["lengths"]
 
     @property
     def answered_by(self) -> str:
@@ -144,7 +143,8 @@ def plan_step(
     if fit and target is None:
         raise UsageError(f"step {step.name}: --fit needs a card to fit: give gpu_memory= (e.g. gpu_memory=16GiB)")
     shape = model_shape(args["model_name_or_path"])
-    tokens, how = longest_sample(args, step.datasets)
+    lengths = longest_sample(args, step.datasets)
+    tokens, how = lengths.tokens, lengths.source
 
     def plan_with(variant: dict[str, Any], variant_own: dict[str, Any], seq: int | None = None) -> Estimate:
         if seq is None:
@@ -155,7 +155,8 @@ def plan_step(
             from lfkit.launching.deepspeed import config_path
 
             variant = {**variant, "deepspeed": str(config_path(variant["deepspeed"]))}
-        return estimate(shape, variant, variant_own, seq, how if seq == tokens else "cutoff_len", device)
+        source = how if seq == tokens else "cutoff_len"
+        return estimate(shape, variant, variant_own, seq, source, device, lengths_vary=lengths.vary)
 
     result = StepPlan(step.name, plan_with(args, own), target, source, shape)
     if trace:

@@ -2,7 +2,8 @@
 
 LLaMA-Factory pads each batch to its longest sample, so the peak comes from the longest
 sample after the chat template and cutoff_len, not from cutoff_len itself (a telecom
-question is a few dozen tokens, not 2048). The data goes through LLaMA-Factory's own
+question is a few dozen tokens, not 2048), and batches differ in length unless every sample
+reaches cutoff_len or packing fills them. The data goes through LLaMA-Factory's own
 pipeline with the model's tokenizer; the answer is cached in $LFKIT_HOME by the data's
 fingerprint and the keys that change tokenization. Without data or a tokenizer, the plan
 falls back to cutoff_len and says so.
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,15 @@ TOKENIZE_KEYS = (
     "mask_history", "max_samples", "packing", "neat_packing", "default_system", "enable_thinking", "streaming",
 )  # fmt: skip
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt")
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """What a step's batches look like to the plan."""
+
+    tokens: int  # the longest, which sets the peak
+    source: str  # where that figure comes from
+    vary: bool  # batches differ in length (so the allocator keeps blocks of earlier lengths)
 
 
 def _cache_file() -> Path:
@@ -53,8 +64,8 @@ def _read_cache() -> dict[str, Any]:
         return {}
 
 
-def _measure(args: dict[str, Any]) -> tuple[int, int]:
-    """(longest sample, samples) through LLaMA-Factory's own data pipeline."""
+def _measure(args: dict[str, Any]) -> tuple[int, int, int]:
+    """(longest sample, shortest sample, samples) through LLaMA-Factory's own data pipeline."""
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -65,7 +76,7 @@ def _measure(args: dict[str, Any]) -> tuple[int, int]:
         hf_logging.set_verbosity(verbosity)
 
 
-def _tokenized_lengths(args: dict[str, Any]) -> tuple[int, int]:
+def _tokenized_lengths(args: dict[str, Any]) -> tuple[int, int, int]:
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
@@ -80,7 +91,7 @@ def _tokenized_lengths(args: dict[str, Any]) -> tuple[int, int]:
         template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
         module = get_dataset(template, model_args, data_args, training_args, keep["stage"], **tokenizer_module)
     lengths = [len(ids) for ids in module["train_dataset"]["input_ids"]]
-    return max(lengths), len(lengths)
+    return max(lengths), min(lengths), len(lengths)
 
 
 def _tokenizer_is_folder_code(model: Path) -> bool:
@@ -99,38 +110,42 @@ def _tokenizer_is_folder_code(model: Path) -> bool:
     return False
 
 
-def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) -> tuple[int, str]:
-    """(tokens, where the figure comes from) for a train step."""
+def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) -> Lengths:
+    """The longest sample of a train step, where that figure comes from, and whether batch lengths vary
+    (where the data is not read, they are taken to vary: LLaMA-Factory pads each batch to its own)."""
     cutoff = int(args.get("cutoff_len") or 2048)
     if args.get("packing") or args.get("neat_packing"):
-        return cutoff, "cutoff_len (packing fills every sequence)"
+        return Lengths(cutoff, "cutoff_len (packing fills every sequence)", vary=False)
     if not args.get("dataset"):
-        return cutoff, "cutoff_len (no dataset given)"
+        return Lengths(cutoff, "cutoff_len (no dataset given)", vary=True)
     if args.get("streaming"):
-        return cutoff, "cutoff_len (a streamed dataset is not read ahead)"
+        return Lengths(cutoff, "cutoff_len (a streamed dataset is not read ahead)", vary=True)
     model = Path(str(args.get("model_name_or_path")))
     if model.is_dir() and not any((model / name).is_file() for name in TOKENIZER_FILES):
-        return cutoff, "cutoff_len (no tokenizer in the model folder)"
+        return Lengths(cutoff, "cutoff_len (no tokenizer in the model folder)", vary=True)
     if model.is_dir() and _tokenizer_is_folder_code(model) and not truthy(args.get("trust_remote_code")):
-        return cutoff, "cutoff_len (the tokenizer is the model folder's code: trust_remote_code=true reads the data)"
+        why = "cutoff_len (the tokenizer is the model folder's code: trust_remote_code=true reads the data)"
+        return Lengths(cutoff, why, vary=True)
     key = _key(args, datasets)
     cached = _read_cache().get(key)
     if cached:
-        return int(cached["tokens"]), f"longest of {cached['samples']} samples, tokenized (cached)"
+        shortest = int(cached.get("shortest", 0))  # entries from before it was kept: taken to vary
+        source = f"longest of {cached['samples']} samples, tokenized (cached)"
+        return Lengths(int(cached["tokens"]), source, vary=shortest != int(cached["tokens"]))
     try:
         # LLaMA-Factory prints a training example and progress bars while it tokenizes; a plan shows none
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            tokens, samples = _measure(args)
+            tokens, shortest, samples = _measure(args)
     except Exception as exc:  # noqa: BLE001 - the plan goes on with the bound; the reason is shown
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return cutoff, f"cutoff_len (the data could not be tokenized here: {reason[:120]})"
+        return Lengths(cutoff, f"cutoff_len (the data could not be tokenized here: {reason[:120]})", vary=True)
     try:
         cache = _cache_file()
         cache.parent.mkdir(parents=True, exist_ok=True)
         with locked(cache.with_name(cache.name + ".lock")):
             entries = _read_cache()
-            entries[key] = {"tokens": tokens, "samples": samples}
+            entries[key] = {"tokens": tokens, "shortest": shortest, "samples": samples}
             write_json(cache, entries)
     except OSError:
         pass  # a read-only LFKIT_HOME only costs the next plan the same measurement
-    return tokens, f"longest of {samples} samples, tokenized"
+    return Lengths(tokens, f"longest of {samples} samples, tokenized", vary=shortest != tokens)

@@ -64,7 +64,7 @@ def show(plans: list, out: Console = console) -> None:
         out.print(f"assumes: {e.setting.describe()}", highlight=False)
         if p.traced is not None:
             t = p.traced
-            tensors = e.peak - e.rows["overhead"] - e.rows["reserve"]
+            tensors = e.tensors
             kinds = ", ".join(f"{k} {gib(v)}" for k, v in sorted(t.kinds.items(), key=lambda kv: -kv[1]) if v >= 2**20)
             out.print(
                 f"traced: tensors peak at {gib(t.peak)} ({kinds}); the formula's tensors {gib(tensors)} "
