@@ -2,8 +2,9 @@
 
 LLaMA-Factory pads each batch to its longest sample, so the peak comes from the longest
 sample after the chat template and cutoff_len, not from cutoff_len itself (a telecom
-question is a few dozen tokens, not 2048), and batches differ in length unless every sample
-reaches cutoff_len or packing fills them. The data goes through LLaMA-Factory's own
+question is a few dozen tokens, not 2048). Batches also differ in length unless packing fills
+them or most samples reach the longest length (cut to cutoff_len): then the longest batch comes
+within the first steps and every later one fits the blocks it left. The data goes through LLaMA-Factory's own
 pipeline with the model's tokenizer; the answer is cached in $LFKIT_HOME by the data's
 fingerprint and the keys that change tokenization. Without data or a tokenizer, the plan
 falls back to cutoff_len and says so.
@@ -65,7 +66,7 @@ def _read_cache() -> dict[str, Any]:
 
 
 def _measure(args: dict[str, Any]) -> tuple[int, int, int]:
-    """(longest sample, shortest sample, samples) through LLaMA-Factory's own data pipeline."""
+    """(longest sample, samples of that length, samples) through LLaMA-Factory's own data pipeline."""
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -91,7 +92,8 @@ def _tokenized_lengths(args: dict[str, Any]) -> tuple[int, int, int]:
         template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
         module = get_dataset(template, model_args, data_args, training_args, keep["stage"], **tokenizer_module)
     lengths = [len(ids) for ids in module["train_dataset"]["input_ids"]]
-    return max(lengths), min(lengths), len(lengths)
+    longest = max(lengths)
+    return longest, lengths.count(longest), len(lengths)
 
 
 def _tokenizer_is_folder_code(model: Path) -> bool:
@@ -129,13 +131,13 @@ def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) ->
     key = _key(args, datasets)
     cached = _read_cache().get(key)
     if cached:
-        shortest = int(cached.get("shortest", 0))  # entries from before it was kept: taken to vary
+        at_longest = int(cached.get("at_longest", 0))  # entries from before it was kept: taken to vary
         source = f"longest of {cached['samples']} samples, tokenized (cached)"
-        return Lengths(int(cached["tokens"]), source, vary=shortest != int(cached["tokens"]))
+        return Lengths(int(cached["tokens"]), source, vary=_vary(at_longest, int(cached["samples"])))
     try:
         # LLaMA-Factory prints a training example and progress bars while it tokenizes; a plan shows none
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            tokens, shortest, samples = _measure(args)
+            tokens, at_longest, samples = _measure(args)
     except Exception as exc:  # noqa: BLE001 - the plan goes on with the bound; the reason is shown
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return Lengths(cutoff, f"cutoff_len (the data could not be tokenized here: {reason[:120]})", vary=True)
@@ -144,8 +146,13 @@ def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) ->
         cache.parent.mkdir(parents=True, exist_ok=True)
         with locked(cache.with_name(cache.name + ".lock")):
             entries = _read_cache()
-            entries[key] = {"tokens": tokens, "shortest": shortest, "samples": samples}
+            entries[key] = {"tokens": tokens, "at_longest": at_longest, "samples": samples}
             write_json(cache, entries)
     except OSError:
         pass  # a read-only LFKIT_HOME only costs the next plan the same measurement
-    return Lengths(tokens, f"longest of {samples} samples, tokenized", vary=shortest != tokens)
+    return Lengths(tokens, f"longest of {samples} samples, tokenized", vary=_vary(at_longest, samples))
+
+
+def _vary(at_longest: int, samples: int) -> bool:
+    """Whether the allocator sees batches grow over the run: unless most samples are of the longest length."""
+    return 2 * at_longest < samples
