@@ -2,12 +2,12 @@
 
 LLaMA-Factory pads each batch to its longest sample, so the peak comes from the longest
 sample after the chat template and cutoff_len, not from cutoff_len itself (a telecom
-question is a few dozen tokens, not 2048). Batches also differ in length unless packing fills
-them or most samples reach the longest length (cut to cutoff_len): then the longest batch comes
-within the first steps and every later one fits the blocks it left. The data goes through LLaMA-Factory's own
-pipeline with the model's tokenizer; the answer is cached in $LFKIT_HOME by the data's
-fingerprint and the keys that change tokenization. Without data or a tokenizer, the plan
-falls back to cutoff_len and says so.
+question is a few dozen tokens, not 2048). Batches also differ in length unless packing
+fills them or most samples reach the longest length (cut to cutoff_len): then the longest
+batch comes within the first steps and every later one fits the blocks it left. The data
+goes through LLaMA-Factory's own pipeline with the model's tokenizer; the answer is cached
+in $LFKIT_HOME by the data's fingerprint and the keys that change tokenization. Without
+data or a tokenizer, the plan falls back to cutoff_len and says so.
 """
 
 from __future__ import annotations
