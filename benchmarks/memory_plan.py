@@ -198,7 +198,8 @@ def gpu_part(quick: bool) -> None:
                     "lora_target": "q_proj,v_proj", "disable_gradient_checkpointing": not checkpointing}  # fmt: skip
             if bits:
                 args["quantization_bit"] = bits
-            plan = estimate(model_shape(CONFIGS / name), args, {}, seq, "benchmark", "gpu")
+            # the random batches are all `seq` long: no blocks of earlier lengths
+            plan = estimate(model_shape(CONFIGS / name), args, {}, seq, "benchmark", "gpu", lengths_vary=False)
             planned = plan.tensors  # what max_memory_allocated counts
             measured = gpu_step(_random_model_folder(name, Path(scratch)), method, bits, seq, batch, checkpointing)
             plan_fits, real_fits = plan.peak <= CAP, measured is not None

@@ -175,7 +175,7 @@ def main() -> int:
         print(json.dumps({"compared": rows, "excluded": left_out}, indent=1))
         return 0
     print("GiB; 'card': nvidia-smi, max_memory_reserved or an unstated tool, beside the whole plan;")
-    print("'allocated': max_memory_allocated, beside the plan's tensors (less the context and the allocator reserve)")
+    print("'allocated': max_memory_allocated, beside the plan's tensors (less the context and the allocator's rows)")
     head = ("id", "model", "method", "seq", "mb", "reading", "measured", "plan", "ratio", "held")
     line = "{:5} {:28} {:6} {:>6} {:>3} {:9} {:>9} {:>7} {:>6} {}"
     print(line.format(*head))

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 YES = frozenset({"true", "t", "yes", "y", "1", "on"})
+NO = frozenset({"false", "f", "no", "n", "0", "off"})
 
 
 def truthy(value: Any) -> bool:

@@ -4,9 +4,10 @@ The two questions users ask before a node is allocated. The estimate grows with 
 sequence and with the micro-batch, so each answer is a search over the same estimate the
 plan prints; nothing else is assumed.
 
-- Longest sequence: the tokens per sample that fit at the step's micro-batch, as if every
-  sample were that long (packing, or long data); a ``cutoff_len`` above the data's longest
-  sample changes nothing, and the answer says so.
+- Longest sequence: the tokens per sample that fit at the step's micro-batch, as if the
+  longest sample were that long (packing, or long data), with batch lengths varying as the
+  step's own do; a ``cutoff_len`` above the data's longest sample changes nothing, and the
+  answer says so.
 - Largest micro-batch: at the step's own sequence length, among the micro-batches that
   divide the global batch (micro-batch x accumulation), so the training's result is kept.
 """

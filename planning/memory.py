@@ -41,11 +41,13 @@ RESERVE_FRACTION = 0.35
 # Batches of different lengths (LLaMA-Factory pads each batch to its own longest sample) leave the
 # allocator holding blocks sized for earlier lengths beside those of the current one, above all the
 # logits and the loss's float32 copies, the largest tensors of a step. Counted in float32 logits
-# (tokens x vocab x 4 bytes) of the longest batch. ms-swift's benchmark table of Qwen-7B LoRA in two
-# versions is an A/B of exactly this (same runs and code; the later one drops samples longer than
-# max_length instead of cutting them to it, so its batch lengths vary): max_memory_reserved rose by
-# 2.5 / 5.0 / 8.8 GiB at 512 / 1024 / 2048 tokens, 7.6-8.7 such copies, and by 2.9 GiB (5.9) for
-# ChatGLM3-6B, but by 0.4 GiB for Baichuan2-7B. A user's LLaMA-Factory run of Qwen2-7B (issue 7409)
+# (tokens x vocab x 4 bytes) of the longest batch. ms-swift's benchmark table in two versions comes
+# close to an A/B of this: the same training code and settings, but the later script drops samples
+# longer than max_length instead of cutting them to it, so its batch lengths vary (some library
+# versions moved too). max_memory_reserved rose by 2.5 / 5.0 / 8.8 GiB at 512 / 1024 / 2048 tokens for
+# Qwen-7B LoRA, 7.6-8.7 such copies, by 2.9 GiB (5.9) for ChatGLM3-6B, by 0.4 GiB for Baichuan2-7B; at
+# 4096 tokens, where most samples are shorter in both, by 6.7 GiB still, which this row does not
+# explain. A user's LLaMA-Factory run of Qwen2-7B (issue 7409)
 # grew "after a few steps" to 5.8 GiB above the plan without this row. Every reading that
 # benchmarks/published_peaks.py holds stays within 0.9-1.3 of the plan for 4.1 to 4.9 copies; 4.5 is
 # the middle of that band.
@@ -377,7 +379,7 @@ def estimate(
     if rows["lengths"] > GIB:
         notes.append(
             f"batches of varying length leave the allocator {rows['lengths'] / GIB:.1f} GiB of blocks sized for "
-            "earlier lengths; packing=true fills every sequence to cutoff_len"
+            "earlier lengths (packing=true has none, but makes every sequence cutoff_len long)"
         )
     parameters = {"total": shape.parameters, "trainable": m}
     return Estimate(s, rows, parameters, notes)

@@ -116,11 +116,11 @@ def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) ->
     """The longest sample of a train step, where that figure comes from, and whether batch lengths vary
     (where the data is not read, they are taken to vary: LLaMA-Factory pads each batch to its own)."""
     cutoff = int(args.get("cutoff_len") or 2048)
-    if args.get("packing") or args.get("neat_packing"):
+    if truthy(args.get("packing")) or truthy(args.get("neat_packing")):
         return Lengths(cutoff, "cutoff_len (packing fills every sequence)", vary=False)
     if not args.get("dataset"):
         return Lengths(cutoff, "cutoff_len (no dataset given)", vary=True)
-    if args.get("streaming"):
+    if truthy(args.get("streaming")):
         return Lengths(cutoff, "cutoff_len (a streamed dataset is not read ahead)", vary=True)
     model = Path(str(args.get("model_name_or_path")))
     if model.is_dir() and not any((model / name).is_file() for name in TOKENIZER_FILES):

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lfkit.flags import truthy
+
 from .memory import Estimate
 
 
@@ -66,7 +68,7 @@ def suggestions(
         ):
             break
         smaller //= 2
-    if str(args.get("disable_gradient_checkpointing")).lower() in {"true", "1"}:
+    if truthy(args.get("disable_gradient_checkpointing")):
         attempt({"disable_gradient_checkpointing": False})
     method = str(args.get("finetuning_type") or "lora")
     if method in ("full", "freeze"):

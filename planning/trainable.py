@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lfkit.flags import truthy
+
 from .shapes import ModelShape, Tensor
 
 
@@ -84,7 +86,7 @@ def training(shape: ModelShape, args: dict[str, Any]) -> Training:
         fan_in, fan_out = linear[path]
         adapters.append(Tensor(f"{path}.lora_A.default.weight", (rank, fan_in)))
         adapters.append(Tensor(f"{path}.lora_B.default.weight", (fan_out, rank)))
-        if args.get("use_dora"):
+        if truthy(args.get("use_dora")):
             adapters.append(Tensor(f"{path}.lora_magnitude_vector.default.weight", (fan_out,)))
     extra = split_list(args.get("additional_target"), [])
     copies = [

@@ -18,6 +18,7 @@ import typing
 from typing import Any
 
 from lfkit.errors import UsageError
+from lfkit.flags import NO, YES
 from lfkit.installed_facts import llamafactory_files, remembered
 
 # Keys lfkit's side of a step reads; never passed to LLaMA-Factory's parser.
@@ -136,8 +137,7 @@ def check_key(command: str, key: str, where: str) -> Any:
 
 # --- values ------------------------------------------------------------------------
 
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
+_TRUE, _FALSE = YES, NO  # as LLaMA-Factory's parser reads them (lfkit.flags)
 
 
 class _Mismatch(Exception):

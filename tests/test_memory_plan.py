@@ -450,9 +450,12 @@ def test_yes_and_no_are_read_as_llamafactorys_parser_reads_them():
     from transformers.hf_argparser import string_to_bool
 
     from lfkit.flags import truthy
+    from lfkit.recipes.lf_args import coerce
 
     for word in ("yes", "true", "t", "y", "1", "no", "false", "f", "n", "0", "True", "YES", "F"):
         assert truthy(word) == string_to_bool(word), word
+        # and a recipe's `bf16=WORD` resolves to what LLaMA-Factory would read
+        assert coerce("train", "bf16", word, "test") is string_to_bool(word), word
     assert truthy(True) and not truthy(False) and not truthy(None) and not truthy("")
     assert truthy("on") and not truthy("off")
 
