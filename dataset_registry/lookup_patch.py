@@ -32,6 +32,11 @@ def registered() -> dict[str, Any]:
     return {entry.name: entry for entry in get_manager().datasets.entries()}
 
 
+def not_a_folder(dataset_dir: Any) -> bool:
+    """LLaMA-Factory's dataset_dir values that name no local folder: ONLINE, REMOTE:<repo>, a dict."""
+    return isinstance(dataset_dir, dict) or str(dataset_dir) == "ONLINE" or str(dataset_dir).startswith("REMOTE:")
+
+
 def user_entries(dataset_dir: str | Path) -> dict[str, Any] | None:
     """The entries of dataset_dir/dataset_info.json with absolute file names; None without the file."""
     path = Path(dataset_dir) / DATA_CONFIG
@@ -76,9 +81,7 @@ def _apply(loader, ctx: PatchContext) -> None:
     original = loader.get_dataset_list
 
     def get_dataset_list(dataset_names, dataset_dir):
-        if not dataset_names or isinstance(dataset_dir, dict) or str(dataset_dir) == "ONLINE":
-            return original(dataset_names, dataset_dir)
-        if str(dataset_dir).startswith("REMOTE:"):
+        if not dataset_names or not_a_folder(dataset_dir):
             return original(dataset_names, dataset_dir)
         registry = registered()
         wanted = [name for name in dataset_names if name in registry]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lfkit.dataset_registry.lookup_patch import registered, user_entries
+from lfkit.dataset_registry.lookup_patch import not_a_folder, registered, user_entries
 from lfkit.patching import Patch, PatchContext
 
 LABEL = "{name} (lfkit)"
@@ -20,7 +20,7 @@ LF_RANGE = {"llamafactory": ">=0.9.5,<0.10"}
 
 def _own_names(dataset_dir: str | None) -> set[str]:
     """The names in the folder's own dataset_info.json (none for an online or unreadable one)."""
-    if not dataset_dir or dataset_dir == "ONLINE" or str(dataset_dir).startswith("REMOTE:"):
+    if not dataset_dir or not_a_folder(dataset_dir):
         return set()
     try:
         return set(user_entries(dataset_dir) or {})

@@ -10,6 +10,7 @@ import atexit
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,13 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None =
         timeout=timeout,
         input=input,
     )
+
+
+def free_port() -> int:
+    """An unused loopback port; the tiny race until a server binds it is acceptable."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def step_pids(folder: Path) -> list[int]:

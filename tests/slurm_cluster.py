@@ -16,6 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
+from conftest import free_port
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 TOOLS = ("sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo")
 # Credential lifetime (default 120 s); a requeued job also waits this long (+1 s) before it may run again.
@@ -35,13 +37,6 @@ def unavailable_reason() -> str | None:
     if os.geteuid() != 0:
         return "the test Slurm cluster runs its daemons as root; not root here"
     return None
-
-
-def free_port() -> int:
-    # The kernel hands out an unused port; the tiny race until the daemon binds it is acceptable.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def real_memory_mb() -> int:

@@ -1,7 +1,7 @@
 """LlamaBoard (`llamafactory-cli webui`) with lfkit, driven in a real browser.
 
 The real web UI of the installed LLaMA-Factory runs as a server on a free loopback port; Debian's
-chromium (installed by `make test` as root, scripts/install-browser.sh) is driven by playwright.
+chromium (installed by `make test` as root, scripts/install-test-tools.sh) is driven by playwright.
 A registered dataset is picked and previewed, the memory plan line follows the batch size, a LoRA
 training of a tiny model is started with Start and leaves its adapter and lfkit's patch record, and
 the evaluate tab predicts a registered held-out split; with lfkit's web UI patches disabled, the UI
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, clean_env
+from conftest import BIN, REPO, clean_env, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("llamaboard")]
 WEBUI_PATCHES = "webui-datasets,webui-dataset-preview,webui-fit-line"
@@ -44,7 +44,7 @@ def browser():
     except ImportError:
         reason = "playwright is not installed (pip install -e .[test])"
     if reason is None and _chromium() is None:
-        reason = "no chromium (as root, scripts/install-browser.sh installs Debian's)"
+        reason = "no chromium (as root, scripts/install-test-tools.sh installs Debian's)"
     if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but no browser: {reason}")
@@ -56,16 +56,10 @@ def browser():
         chromium.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def webui(folder: Path, **env: str) -> Iterator[str]:
     """`llamafactory-cli webui` started in ``folder`` (its data/ and saves/ are there); its URL."""
-    port = _free_port()
+    port = free_port()
     log = folder / "webui.log"
     environment = clean_env(GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", **env)
     environment["GRADIO_ANALYTICS_ENABLED"] = "False"
