@@ -18,7 +18,7 @@ What LLaMA-Factory does and the estimate follows:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lfkit.flags import truthy
@@ -381,5 +381,12 @@ def estimate(
             f"batches of varying length leave the allocator {rows['lengths'] / GIB:.1f} GiB of blocks sized for "
             "earlier lengths (packing=true has none, but makes every sequence cutoff_len long)"
         )
+    if shape.own_attention and s.attention != "eager" and device == "gpu":
+        eager = _activation_bytes(shape, train, replace(s, attention="eager"), args) - activations
+        if eager > GIB:
+            notes.append(
+                f"{shape.own_attention} keeps seq x seq attention scores in training: with that code this step "
+                f"needs about {eager * (1 + RESERVE_FRACTION) / GIB:.1f} GiB more (flash_attn=disabled plans it)"
+            )
     parameters = {"total": shape.parameters, "trainable": m}
     return Estimate(s, rows, parameters, notes)

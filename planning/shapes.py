@@ -62,6 +62,9 @@ class ModelShape:
     excluded_from_lora: tuple[str, ...] = ("lm_head",)  # LLaMA-Factory's lora_target=all leaves these out
     # float32 copies of the logits that a model's own loss code holds beyond transformers' loss
     loss_copies: int = 0
+    # the model's own modelling code picks its attention, and some of its versions keep seq x seq scores
+    # in training whatever flash_attn says: a plan with efficient attention says what eager would add
+    own_attention: str | None = None
 
     @property
     def parameters(self) -> int:

@@ -148,5 +148,10 @@ def shape(config: dict):
     # modeling_chatglm.py computes its own loss: the logits upcast to float32 stay alive while their
     # shifted float32 copy goes into the cross-entropy, and backward fills a float32 gradient of the
     # unshifted logits: two float32 copies more than transformers' loss holds.
+    # The chat model's modelling code of early 2024 trained with eager attention (its rows in ms-swift's
+    # January 2024 benchmark grow as kept scores do; LLaMA-Factory issue 3413: out of memory at
+    # cutoff_len 3000 on 24 GB where the base model's code fits); other versions use SDPA.
+    own_attention = "ChatGLM3's modelling code of early 2024 (LLaMA-Factory issue 3413)"
     return ModelShape("chatglm", layers, h, f, heads, kv_heads, head_dim, vocab, tensors,
-                      source="chatglm3 plugin", excluded_from_lora=("output_layer",), loss_copies=2)  # fmt: skip
+                      source="chatglm3 plugin", excluded_from_lora=("output_layer",), loss_copies=2,
+                      own_attention=own_attention)  # fmt: skip
