@@ -45,12 +45,12 @@ RESERVE_FRACTION = 0.35
 # close to an A/B of this: the same training code and settings, but the later script drops samples
 # longer than max_length instead of cutting them to it, so its batch lengths vary (some library
 # versions moved too). max_memory_reserved rose by 2.5 / 5.0 / 8.8 GiB at 512 / 1024 / 2048 tokens for
-# Qwen-7B LoRA, 7.6-8.7 such copies, by 2.9 GiB (5.9) for ChatGLM3-6B, by 0.4 GiB for Baichuan2-7B; at
-# 4096 tokens, where most samples are shorter in both, by 6.7 GiB still, which this row does not
-# explain. A user's LLaMA-Factory run of Qwen2-7B (issue 7409)
-# grew "after a few steps" to 5.8 GiB above the plan without this row. Every reading that
-# benchmarks/published_peaks.py holds stays within 0.9-1.3 of the plan for 4.1 to 4.9 copies; 4.5 is
-# the middle of that band.
+# Qwen-7B LoRA, 7.6-8.7 such copies, by 2.9 GiB (5.9; 1.7 GiB of it the eager attention ChatGLM3's
+# code of January ran) for ChatGLM3-6B, by 0.4 GiB for Baichuan2-7B; at 4096 tokens, where most
+# samples are shorter in both, by 6.7 GiB still, which this row does not explain. A user's
+# LLaMA-Factory run of Qwen2-7B (issue 7409) grew "after a few steps" to 5.8 GiB above the plan
+# without this row. Every reading that benchmarks/published_peaks.py holds stays within 0.9-1.3 of
+# the plan for 4.1 to 4.9 copies; 4.5 is the middle of that band.
 VARYING_LENGTH_LOGITS = 4.5
 # bitsandbytes' 4-bit matmul kept its input for the backward pass until 0.43.2 (bitsandbytes#1270,
 # "delete useless buffered activation"); the 8-bit one still keeps it. A frozen 16-bit Linear does not.

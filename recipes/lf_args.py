@@ -137,8 +137,6 @@ def check_key(command: str, key: str, where: str) -> Any:
 
 # --- values ------------------------------------------------------------------------
 
-_TRUE, _FALSE = YES, NO  # as LLaMA-Factory's parser reads them (lfkit.flags)
-
 
 class _Mismatch(Exception):
     pass
@@ -185,8 +183,8 @@ def _coerce(value: Any, kind: Any) -> Any:  # noqa: C901 - one branch per kind o
         for choice in kind["literal"]:
             if value == choice or (isinstance(value, str) and str(choice) == value):
                 return choice
-            if isinstance(choice, bool) and isinstance(value, str) and value.lower() in (_TRUE | _FALSE):
-                if (value.lower() in _TRUE) == choice:
+            if isinstance(choice, bool) and isinstance(value, str) and value.lower() in (YES | NO):
+                if (value.lower() in YES) == choice:
                     return choice
         raise _Mismatch
     if isinstance(kind, dict) and "enum" in kind:
@@ -197,8 +195,8 @@ def _coerce(value: Any, kind: Any) -> Any:  # noqa: C901 - one branch per kind o
     if kind == "bool":
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
+        if isinstance(value, str) and value.lower() in YES | NO:
+            return value.lower() in YES
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise _Mismatch
