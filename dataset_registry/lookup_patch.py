@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lfkit.atomic import write_json
+from lfkit.lf_versions import RANGE
 from lfkit.patching import Patch, PatchContext
 
 logger = logging.getLogger("lfkit.datasets")
@@ -77,6 +78,25 @@ def materialize(out_dir: Path, user_dataset_dir: str | Path | None = None) -> Pa
     return Path(out_dir)
 
 
+def merged_folder(info: dict[str, Any]) -> Path:
+    """A folder whose dataset_info.json is ``info``, in lfkit's cache, named by its content.
+
+    Every supported LLaMA-Factory reads a folder (0.9.3's get_dataset_list takes no dict), and
+    the entries' file names are absolute, so LLaMA-Factory's join with the folder keeps them."""
+    import hashlib
+
+    from lfkit.paths import lfkit_home
+
+    text = json.dumps(info, sort_keys=True, ensure_ascii=False, indent=2)
+    folder = lfkit_home() / "cache" / "dataset-dirs" / hashlib.sha256(text.encode()).hexdigest()[:16]
+    if not (folder / DATA_CONFIG).is_file():
+        from lfkit.atomic import write_text
+
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / DATA_CONFIG, text)
+    return folder
+
+
 def _apply(loader, ctx: PatchContext) -> None:
     original = loader.get_dataset_list
 
@@ -90,7 +110,10 @@ def _apply(loader, ctx: PatchContext) -> None:
         user = user_entries(dataset_dir)
         if user is None and len(wanted) < len(dataset_names):
             return original(dataset_names, dataset_dir)  # LLaMA-Factory's own error for the unknown ones
-        return original(dataset_names, merged_info(wanted, user))
+        merged = merged_info(wanted, user)
+        if merged == user:  # a folder lfkit materialised: it holds every registered entry already
+            return original(dataset_names, dataset_dir)
+        return original(dataset_names, str(merged_folder(merged)))
 
     get_dataset_list.__wrapped__ = original
     ctx.replace(loader, "get_dataset_list", get_dataset_list)
@@ -101,6 +124,6 @@ PATCH = Patch(
     why="let plain llamafactory-cli find lfkit's registered datasets by name",
     target="llamafactory.data.loader",
     apply=_apply,
-    reference="LLaMA-Factory v0.9.5 data/parser.py get_dataset_list (imported by name in data/loader.py)",
-    requires={"llamafactory": ">=0.9.5,<0.10"},
+    reference="LLaMA-Factory v0.9.3-v0.9.5 data/parser.py get_dataset_list (imported by name in data/loader.py)",
+    requires=RANGE,
 )

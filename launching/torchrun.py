@@ -1,6 +1,7 @@
 """LLaMA-Factory's multi-worker launch, made to start this environment's torchrun.
 
-``llamafactory.launcher`` runs a bare ``torchrun`` looked up on PATH. Started as
+LLaMA-Factory (``llamafactory/cli.py`` up to 0.9.3, ``llamafactory/launcher.py`` from 0.9.4 on)
+runs a bare ``torchrun`` looked up on PATH. Started as
 ``.venv/bin/llamafactory-cli`` without the venv activated, under sudo, or from a
 Slurm job whose PATH was set by a site script, there is no torchrun on PATH
 (``FileNotFoundError: 'torchrun'``) or, worse, another environment's, whose
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
+from lfkit.lf_versions import RANGE, torchrun_module
 from lfkit.patching import Overlay, Patch, PatchContext, SkipPatch
 
 # torchrun's console script is this module's main.
@@ -28,7 +30,7 @@ def own_torchrun(cmd):
 
 def _apply(launcher, ctx: PatchContext) -> str:
     if not hasattr(launcher, "subprocess"):
-        raise SkipPatch("llamafactory.launcher no longer starts torchrun through subprocess")
+        raise SkipPatch(f"{launcher.__name__} does not start torchrun through subprocess")
     inner = launcher.subprocess
     ctx.replace(launcher, "subprocess", Overlay(inner, run=lambda cmd, *a, **k: inner.run(own_torchrun(cmd), *a, **k)))
     return f"torchrun = {sys.executable} -m {TORCHRUN_MODULE}"
@@ -37,10 +39,11 @@ def _apply(launcher, ctx: PatchContext) -> str:
 PATCH = Patch(
     id="lf-torchrun",
     why="start this environment's torchrun for multi-worker training, not whichever one PATH finds",
-    target="llamafactory.launcher",
+    # where this LLaMA-Factory starts torchrun (lfkit.lf_versions)
+    target=torchrun_module(),
     apply=_apply,
-    reference="LLaMA-Factory v0.9.5 launcher.py launch(): subprocess.run('torchrun ...'.split())",
-    requires={"llamafactory": ">=0.9.5,<0.10"},
+    reference="LLaMA-Factory v0.9.3 cli.py main(), v0.9.4+ launcher.py launch(): subprocess.run('torchrun ...')",
+    requires=RANGE,
 )
 
 

@@ -19,9 +19,9 @@ import sys
 from typing import Any
 
 from .hookspecs import hookimpl
+from .lf_versions import RANGE as LF_RANGE
 from .patching import Patch, PatchContext, Status
 
-LF_RANGE = {"llamafactory": ">=0.9.5,<0.10"}
 LF_SCOPE = "llamafactory"
 
 # Set while _training_function runs: its arguments were prepared already, so the
@@ -191,7 +191,7 @@ def _apply_train_callbacks(tuner, ctx: PatchContext) -> None:
     ctx.replace(tuner, "_training_function", lfkit_training_function)
 
 
-UPSTREAM = "https://github.com/hiyouga/LLaMA-Factory (v0.9.5: hparams/parser.py, model/loader.py, train/tuner.py)"
+UPSTREAM = "https://github.com/hiyouga/LLaMA-Factory (v0.9.3-v0.9.5: hparams/parser.py, model/loader.py, tuner.py)"
 
 PATCHES = (
     Patch(

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from lfkit.dataset_registry.lookup_patch import not_a_folder, registered, user_entries
+from lfkit.lf_versions import RANGE as LF_RANGE
 from lfkit.patching import Patch, PatchContext
 
 LABEL = "{name} (lfkit)"
-LF_RANGE = {"llamafactory": ">=0.9.5,<0.10"}
 
 
 def _own_names(dataset_dir: str | None) -> set[str]:
@@ -92,7 +92,7 @@ DROPDOWN_PATCH = Patch(
     why="list lfkit's registered datasets in LlamaBoard's dataset dropdowns",
     target="llamafactory.webui.control",
     apply=_apply_dropdown,
-    reference="LLaMA-Factory v0.9.5 webui/control.py list_datasets (reads only dataset_dir/dataset_info.json)",
+    reference="LLaMA-Factory v0.9.3-v0.9.5 webui/control.py list_datasets (reads only dataset_dir/dataset_info.json)",
     requires=LF_RANGE,
 )
 PREVIEW_PATCH = Patch(
@@ -100,6 +100,6 @@ PREVIEW_PATCH = Patch(
     why="let LlamaBoard's preview button show the rows of lfkit's registered datasets",
     target="llamafactory.webui.components.data",
     apply=_apply_preview,
-    reference="LLaMA-Factory v0.9.5 webui/components/data.py can_preview, get_preview",
+    reference="LLaMA-Factory v0.9.3-v0.9.5 webui/components/data.py can_preview, get_preview",
     requires=LF_RANGE,
 )

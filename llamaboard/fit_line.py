@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from lfkit.errors import UsageError
+from lfkit.lf_versions import RANGE
 from lfkit.patching import Patch, PatchContext
 
 logger = logging.getLogger("lfkit.llamaboard")
@@ -181,6 +182,6 @@ PATCH = Patch(
     why="show the memory plan of LlamaBoard's current choices before Start",
     target="llamafactory.webui.components.train",
     apply=_apply,
-    reference="LLaMA-Factory v0.9.5 webui/components/train.py create_train_tab",
-    requires={"llamafactory": ">=0.9.5,<0.10"},
+    reference="LLaMA-Factory v0.9.3-v0.9.5 webui/components/train.py create_train_tab",
+    requires=RANGE,
 )

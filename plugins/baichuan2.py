@@ -14,6 +14,7 @@ import functools
 import inspect
 import logging
 
+from lfkit.lf_versions import RANGE, describe, has_baichuan2_template
 from lfkit.patching import Patch, PatchContext, SkipPatch
 from lfkit.remote_code import on_remote_class
 
@@ -45,7 +46,8 @@ TEMPLATE_PATCH = Patch(
     target="llamafactory.data.template",
     apply=_register_template,
     reference="LLaMA-Factory v0.9.4 data/template.py register_template(name='baichuan2')",
-    requires={"llamafactory": ">=0.9.5,<0.10"},
+    requires=RANGE,
+    condition=lambda: f"{describe()} has its own {TEMPLATE} template" if has_baichuan2_template() else None,
 )
 
 TOKENIZER_CLASS = "BaichuanTokenizer"

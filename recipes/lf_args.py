@@ -20,6 +20,7 @@ from typing import Any
 from lfkit.errors import UsageError
 from lfkit.flags import NO, YES
 from lfkit.installed_facts import llamafactory_files, remembered
+from lfkit.lf_versions import describe, newer_argument
 
 # Keys lfkit's side of a step reads; never passed to LLaMA-Factory's parser.
 LAUNCH_KEYS: dict[str, Any] = {
@@ -130,6 +131,9 @@ def check_key(command: str, key: str, where: str) -> Any:
     keys = known_keys(command)
     if key in keys:
         return keys[key]
+    later = newer_argument(key)
+    if later:
+        raise UsageError(f"{where}: {describe()}'s {command} has no argument {key!r}; {later} has it")
     close = difflib.get_close_matches(key, list(keys), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise UsageError(f"{where}: LLaMA-Factory's {command} does not know the key {key!r}{hint}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from lfkit.amd_arch import native_bf16
 from lfkit.errors import stop_run
 from lfkit.flags import truthy
+from lfkit.lf_versions import RANGE
 from lfkit.patching import Patch, PatchContext, SkipPatch
 
 from .arch_guard import amd_arch, needs, switched_on
@@ -34,7 +35,7 @@ PATCH = Patch(
     reference="https://github.com/unslothai/unsloth/pull/7682 (the same arch check for RDNA2); "
     "https://rocm.docs.amd.com/projects/HIP/en/docs-6.3.2/reference/hardware_features.html",
     platforms=frozenset({"rocm", "dtk"}),
-    requires={"llamafactory": ">=0.9.5,<0.10"},
+    requires=RANGE,
     condition=needs("native bf16", native_bf16),
 )
 

@@ -1,7 +1,7 @@
 """``expandable_segments`` for LLaMA-Factory's torchrun workers on HIP builds that do not support it.
 
-LLaMA-Factory's launcher replaces ``PYTORCH_CUDA_ALLOC_CONF`` with
-``expandable_segments:True`` for every torchrun launch (``OPTIM_TORCH``, on by default),
+LLaMA-Factory (``cli.py`` in 0.9.3, ``launcher.py`` from 0.9.4) replaces ``PYTORCH_CUDA_ALLOC_CONF``
+with ``expandable_segments:True`` for every torchrun launch (``OPTIM_TORCH``, on by default),
 dropping whatever the user had set there. HIP builds read ``PYTORCH_CUDA_ALLOC_CONF`` first,
 then ``PYTORCH_HIP_ALLOC_CONF``, then ``PYTORCH_ALLOC_CONF`` (c10/cuda/CUDAAllocatorConfig.h),
 so the user's HIP settings are lost too. Expandable segments on HIP landed in PyTorch 2.11
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+from lfkit.lf_versions import RANGE, torchrun_module
 from lfkit.patching import Overlay, Patch, PatchContext, SkipPatch
 
 VARIABLES = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
@@ -63,7 +64,7 @@ def workers_env(env: dict, user_env: dict) -> dict:
 def _apply(launcher, ctx: PatchContext) -> str:
     reason = unsupported_reason()
     if not hasattr(launcher, "subprocess"):
-        raise SkipPatch("llamafactory.launcher no longer starts torchrun through subprocess")
+        raise SkipPatch(f"{launcher.__name__} does not start torchrun through subprocess")
     inner = launcher.subprocess
 
     def run(cmd, *args, **kwargs):
@@ -78,11 +79,11 @@ def _apply(launcher, ctx: PatchContext) -> str:
 PATCH = Patch(
     id="rocm-expandable-segments",
     why="LLaMA-Factory sets expandable_segments:True for torchrun workers; HIP has it from torch 2.11 with ROCm 7.0",
-    target="llamafactory.launcher",
+    target=torchrun_module(),
     apply=_apply,
     reference="https://github.com/pytorch/pytorch/pull/177974 (HIP support, torch 2.11); "
     "https://github.com/pytorch/pytorch/pull/179930 (ROCm >= 7.0 only)",
     platforms=frozenset({"rocm", "dtk"}),
-    requires={"llamafactory": ">=0.9.5,<0.10"},
+    requires=RANGE,
     condition=lambda: None if unsupported_reason() else "this torch and HIP support expandable segments",
 )

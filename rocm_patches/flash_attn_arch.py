@@ -14,6 +14,7 @@ import importlib.util
 import logging
 
 from lfkit.amd_arch import flash_attn_supported
+from lfkit.lf_versions import RANGE
 from lfkit.patching import Patch, PatchContext
 
 from .arch_guard import amd_arch, needs
@@ -51,7 +52,7 @@ PATCH = Patch(
     reference="https://github.com/ROCm/flash-attention (MI200 / MI300 only); "
     "https://github.com/vllm-project/vllm/pull/33811 (no flash-attention build for gfx906)",
     platforms=frozenset({"rocm", "dtk"}),
-    requires={"llamafactory": ">=0.9.5,<0.10"},
+    requires=RANGE,
     condition=lambda: needs("flash-attention support", flash_attn_supported)() or _no_package(),
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from lfkit.amd_arch import triton_supported
 from lfkit.errors import stop_run
 from lfkit.flags import truthy
+from lfkit.lf_versions import RANGE
 from lfkit.patching import Patch, PatchContext
 
 from .arch_guard import amd_arch, needs, switched_on
@@ -31,7 +32,7 @@ PATCH = Patch(
     reference="https://github.com/triton-lang/triton/issues/8992 (gfx906 not a Triton target); "
     "https://github.com/vllm-project/vllm/pull/33811",
     platforms=frozenset({"rocm", "dtk"}),
-    requires={"llamafactory": ">=0.9.5,<0.10"},
+    requires=RANGE,
     condition=needs("Triton support", triton_supported),
 )
 

@@ -145,6 +145,6 @@ PATCH = Patch(
     apply=_apply,
     reference="https://github.com/ROCm/xformers; Baichuan2 modeling_baichuan.py (xops branch)",
     platforms=frozenset({"rocm", "dtk"}),
-    requires={"transformers": ">=4.57,<5.7"},  # verified on 4.57.3 and 5.6.0
+    requires={"transformers": ">=4.52,<5.7"},  # verified on 4.52.4 (the DCU stack), 4.57.3 and 5.6.0
     distribution="xformers",
 )

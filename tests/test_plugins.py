@@ -153,7 +153,7 @@ def test_patches_listing(flag):
         rows = {r["id"]: r for r in json.loads(result.stdout)}
         assert set(rows) >= {"lf-hook-prepare-args", "lf-hook-model-load", "lf-hook-train-callbacks"}
         assert rows["lf-hook-model-load"]["status"] == "waiting"
-        assert rows["lf-hook-model-load"]["requires"] == {"llamafactory": ">=0.9.5,<0.10"}
+        assert rows["lf-hook-model-load"]["requires"] == {"llamafactory": ">=0.9.3,<0.10"}
     else:
         assert "lf-hook-train-callbacks" in result.stdout
 

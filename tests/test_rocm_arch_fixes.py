@@ -15,7 +15,7 @@ TESTS = Path(__file__).resolve().parent
 SIM_SITE = TESTS / "sim_site"
 NEW_PATCHES = {
     "rocm-bf16-emulated": "llamafactory.extras.misc",
-    "rocm-expandable-segments": "llamafactory.launcher",
+    "rocm-expandable-segments": "llamafactory.cli or llamafactory.launcher (lfkit.lf_versions)",
     "rocm-flash-attn-arch": "llamafactory.model.model_utils.attention",
     "rocm-triton-gfx906": "llamafactory.hparams.parser",
     "deepspeed-rocm-cpu-adam": "deepspeed.ops.op_builder.builder",
@@ -86,11 +86,11 @@ seen = {}
 def record(cmd, *args, **kwargs):
     seen["cmd"], seen["env"] = list(cmd), kwargs.get("env") or {}
     return subprocess.CompletedProcess(cmd, 0)
-subprocess.run = record  # the bottom of whatever chain llamafactory.launcher calls
-from llamafactory import launcher
+subprocess.run = record  # the bottom of whatever chain LLaMA-Factory's launch calls
+from llamafactory.cli import main  # llamafactory-cli: torchrun starts in cli.py (0.9.3) or launcher.py (0.9.4+)
 sys.argv = ["llamafactory-cli", "train", "args.yaml"]
 try:
-    launcher.launch()
+    main()
 except SystemExit:
     pass
 env = seen["env"]
@@ -259,9 +259,14 @@ CONTROL_PROBE = (
 import json, subprocess
 import llamafactory.extras.misc as misc
 import llamafactory.model.model_utils.attention as attention
-import llamafactory.hparams.parser, llamafactory.launcher as launcher
+import importlib
+import llamafactory.hparams.parser
+from lfkit.lf_versions import torchrun_module
+launcher = importlib.import_module(torchrun_module())
 import deepspeed.ops.op_builder.builder
 from lfkit.rocm_patches import flash_attn_arch
+
+pytestmark = pytest.mark.both_stacks
 report = {pid: state(pid) for pid in %r}
 report["bf16_flag"] = misc._is_bf16_available
 report["launcher_wrapped"] = launcher.subprocess._inner is not subprocess  # lf-torchrun's overlay only
