@@ -1,4 +1,5 @@
-"""ROCm / DTK fixes, one module per fix, each registered as a declared lfkit.patching.Patch.
+"""ROCm / DTK fixes, and fixes for the older libraries a DTK stack holds: one module per fix, each
+registered as a declared lfkit.patching.Patch.
 
 This package is a built-in plugin: its patches register through the same hook a
 third-party plugin would use.
@@ -13,6 +14,7 @@ from . import (
     deepspeed_cuda_check,
     expandable_segments,
     flash_attn_arch,
+    transformers_dtensor,
     triton_paths,
     xformers_fallback,
 )
@@ -26,6 +28,7 @@ PATCHES = (
     flash_attn_arch.PATCH,
     triton_paths.PATCH,
     deepspeed_cpu_adam.PATCH,
+    transformers_dtensor.PATCH,
 )
 
 
