@@ -1,4 +1,5 @@
-"""What `lfkit doctor` reports: platform, versions, activation, patches, plugins."""
+"""What `lfkit doctor` reports: platform, versions, the supported stack, activation, patches, plugins,
+problems (lfkit's own, and known-broken combinations of installed packages)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__, problems
+from . import __version__, known_broken, lf_versions, problems
 from .activation import is_active
 from .patching import Status, distribution_version
 
@@ -54,6 +55,34 @@ def activation_report() -> dict[str, Any]:
     }
 
 
+def stack_report(found: dict[str, str | None], python: str) -> dict[str, Any]:
+    """Which row of the support table (lf_versions.STACKS) these versions are in, and the line that says it."""
+    found = {**found, "python": python}
+    row, outside = lf_versions.stack_of(found)
+    shown = " + ".join(
+        f"{lf_versions.LABELS[part]} {found.get(part) or 'absent'}" for part in ("llamafactory", "torch", "python")
+    )
+    if row is None:
+        line = f"{shown} — outside every supported row: {'; '.join(outside)}"
+    else:
+        # what CI tests the row with, less what the line already shows as installed here
+        ci = [
+            f"{lf_versions.LABELS.get(dist, dist)} {pin}"
+            for dist, pin in row.ci.items()
+            if dist not in ("llamafactory", "torch") or not lf_versions.same_version(found.get(dist), pin)
+        ]
+        tested = f"tested in CI with {' + '.join(ci)}" if ci else "the combination CI tests"
+        line = f"{shown} — the {row.name} row ({tested})"
+    return {
+        "llamafactory": found.get("llamafactory"),
+        "torch": found.get("torch"),
+        "python": python,
+        "row": row.as_dict() if row else None,
+        "outside": outside,
+        "line": line,
+    }
+
+
 def collect(manager, platform, bitsandbytes: dict[str, Any]) -> dict[str, Any]:
     """The report of ``platform`` (``detect_platform(with_gpus=True)``); ``bitsandbytes`` is the ROCm
     fixes' own section, which the CLI asks them for."""
@@ -63,14 +92,17 @@ def collect(manager, platform, bitsandbytes: dict[str, Any]) -> dict[str, Any]:
         if state.status is Status.WAITING:
             entry["detail"] = manager.patches.verdict(state)
         patches.append(entry)
+    found = versions()
+    python = sys.version.split()[0]
     return {
         "lfkit": __version__,
-        "python": sys.version.split()[0],
+        "python": python,
         "platform": platform.as_dict(),
-        "versions": versions(),
+        "versions": found,
+        "stack": stack_report(found, python),
         "activation": activation_report(),
         "patches": patches,
         "bitsandbytes": bitsandbytes,
         "plugins": [info.as_dict() for info in manager.plugins.values()],
-        "problems": [problem.as_dict() for problem in problems.found()],
+        "problems": [problem.as_dict() for problem in [*problems.found(), *known_broken.found(manager.patches)]],
     }

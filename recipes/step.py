@@ -16,6 +16,8 @@ from pathlib import Path
 import yaml
 
 import lfkit  # noqa: F401 - activation, whether or not the .pth autoload is on
+from lfkit.errors import stop_run
+from lfkit.known_broken import import_failure
 from lfkit.worker_report import patch_statuses
 
 from .run_folder import LF_ARGS_FILE, PATCH_REPORT, RUN_FILE
@@ -83,6 +85,12 @@ def main() -> None:
         return
     try:
         run(folder)
+    except ImportError as exc:
+        # pyarrow 26+ with numpy 1: LLaMA-Factory cannot be imported; one line the runner shows
+        line = import_failure(exc)
+        if line is None:
+            raise
+        stop_run(line)
     finally:
         from lfkit.atomic import write_json
         from lfkit.lifecycle import ARG_CHANGES

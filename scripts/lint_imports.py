@@ -21,7 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the tomli that pytest requires there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from conftest import BIN, clean_env, run
+from conftest import BIN, REPO, clean_env, run
 from lfkit.platform_detect import detect_platform
 
 LFKIT = BIN / "lfkit"
@@ -100,3 +100,79 @@ def test_patches_lists_without_importing_torch(tmp_path):
     details = {r["id"]: r["detail"] for r in json.loads(rocm.stdout)}
     assert details["rocm-bf16-emulated"] == details["deepspeed-rocm-cuda-check"] == "decided when torch loads"
     assert details["lf-hook-model-load"] == "would apply"
+
+
+@pytest.mark.both_stacks
+def test_doctor_says_which_supported_stack_this_is():
+    report = json.loads(run([LFKIT, "doctor", "--json"]).stdout)
+    versions, stack = report["versions"], report["stack"]
+    lf, torch, python = versions["llamafactory"], versions["torch"], report["python"]
+    row = "DTK" if lf.startswith("0.9.3") else "ROCm / CUDA / CPU"
+    assert (stack["llamafactory"], stack["torch"], stack["python"]) == (lf, torch, python)
+    assert stack["row"]["name"] == row and stack["outside"] == []
+    assert stack["line"].startswith(f"LLaMA-Factory {lf} + torch {torch} + Python {python} — the {row} row (")
+    if (lf, torch, versions["transformers"]) == ("0.9.3", "2.1.2", "4.52.4"):  # CI's DTK stack
+        assert stack["line"].endswith("the DTK row (tested in CI with transformers 4.52.4)")
+    table = run([LFKIT, "doctor"], env=clean_env(COLUMNS="80"))
+    assert f"stack: {stack['line']}\n" in table.stdout  # one line at any terminal width
+
+
+def stack_line(**found):
+    from lfkit.doctor import stack_report
+
+    python = found.pop("python")
+    return stack_report(found, python)["line"]
+
+
+def test_the_stack_line_places_each_combination_or_says_which_part_is_outside():
+    # DTK's own torch builds: a pre-release and a local tag, still torch 2.1 and 2.4
+    assert stack_line(llamafactory="0.9.3", torch="2.1.0a0+git793d2b5.abi0.dtk2310", python="3.10.12") == (
+        "LLaMA-Factory 0.9.3 + torch 2.1.0a0+git793d2b5.abi0.dtk2310 + Python 3.10.12 — the DTK row "
+        "(tested in CI with torch 2.1.2 + transformers 4.52.4)"
+    )
+    assert stack_line(llamafactory="0.9.3", torch="2.4.1+das.opt1.dtk25041", python="3.10.12").endswith(
+        "— the DTK row (tested in CI with torch 2.1.2 + transformers 4.52.4)"
+    )
+    assert stack_line(llamafactory="0.9.5", torch="2.11.0+cu130", python="3.11.7") == (
+        "LLaMA-Factory 0.9.5 + torch 2.11.0+cu130 + Python 3.11.7 — the ROCm / CUDA / CPU row (the combination CI tests)"
+    )
+    assert stack_line(llamafactory="0.9.4", torch="2.5.1+rocm6.2", python="3.12.3").endswith(
+        "— the ROCm / CUDA / CPU row (tested in CI with LLaMA-Factory 0.9.5 + torch 2.11.0)"
+    )
+    assert stack_line(llamafactory="0.9.3", torch="2.6.0", python="3.10.12") == (
+        "LLaMA-Factory 0.9.3 + torch 2.6.0 + Python 3.10.12 — outside every supported row: "
+        "torch 2.6.0 is outside the DTK row (torch 2.1 – 2.5)"
+    )
+    assert stack_line(llamafactory="0.9.5", torch="2.1.2", python="3.10.12") == (
+        "LLaMA-Factory 0.9.5 + torch 2.1.2 + Python 3.10.12 — outside every supported row: "
+        "torch 2.1.2 is outside the ROCm / CUDA / CPU row (torch 2.4 +); "
+        "Python 3.10.12 is outside the ROCm / CUDA / CPU row (Python 3.11 +); "
+        "torch 2.1.2 with Python 3.10.12 fit the DTK row, which takes LLaMA-Factory 0.9.3"
+    )
+    assert stack_line(llamafactory="0.9.2", torch="2.1.2", python="3.10.12").endswith(
+        "outside every supported row: LLaMA-Factory 0.9.2 is in no row (the rows take LLaMA-Factory 0.9.3 or 0.9.4 – 0.9.5)"
+    )
+    assert stack_line(llamafactory=None, torch="2.1.2", python="3.10.12") == (
+        "LLaMA-Factory absent + torch 2.1.2 + Python 3.10.12 — outside every supported row: LLaMA-Factory is not installed"
+    )
+
+
+def test_the_stack_rows_cover_the_supported_releases_and_name_what_ci_installs():
+    from packaging.specifiers import SpecifierSet
+
+    from lfkit.lf_versions import STACKS, SUPPORTED
+
+    for release in ("0.9.2", "0.9.3", "0.9.4", "0.9.5", "0.9.6", "0.10.0"):
+        rows = [s.name for s in STACKS if s.llamafactory.holds(release)]
+        assert len(rows) == (1 if release in SpecifierSet(SUPPORTED) else 0), (release, rows)
+    for stack in STACKS:
+        pins = dict(
+            line.split("#")[0].strip().split("==")
+            for line in (REPO / stack.constraints).read_text().splitlines()
+            if "==" in line.split("#")[0]
+        )
+        assert "torch" in pins, stack.constraints
+        for dist, version in stack.ci.items():
+            assert pins.get(dist, version) == version, (stack.constraints, dist)
+        for part in ("llamafactory", "torch"):
+            assert getattr(stack, part).holds(stack.ci[part]), (stack.name, part)

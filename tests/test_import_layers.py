@@ -10,7 +10,10 @@ import shutil
 import sys
 from pathlib import Path
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the tomli that pytest requires there
+    import tomli as tomllib
 
 from conftest import REPO, run
 

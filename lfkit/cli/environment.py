@@ -53,7 +53,7 @@ def datasets(as_json: bool = JSON_OPTION):
 
 @app.command()
 def doctor(as_json: bool = JSON_OPTION):
-    """Report the platform, library versions, activation, patches and plugins."""
+    """Report the platform, library versions, the supported stack, activation, patches, plugins and problems."""
     from lfkit.rocm_patches import bitsandbytes_pin
 
     from ..doctor import collect
@@ -84,6 +84,7 @@ def doctor(as_json: bool = JSON_OPTION):
         bf16 = {True: "native bf16", False: "no native bf16 (emulated): automatic precision is fp16"}
         console.print(f"  architecture {p['arch']}: {bf16.get(p['native_bf16'], 'bf16 unknown')}", highlight=False)
     table("versions", ["package", "version"], [(k, v or "absent") for k, v in report["versions"].items()])
+    console.print(f"stack: {report['stack']['line']}", highlight=False, soft_wrap=True)
     a = report["activation"]
     state = "on" if a["autoload_on"] else "off"
     pth = a["autoload_pth"] or "not installed"
@@ -103,7 +104,6 @@ def doctor(as_json: bool = JSON_OPTION):
         f"plugins: {len(report['plugins']) - len(failed)} loaded, {len(failed)} with errors (see `lfkit plugins`)"
     )
     if report["problems"]:
-        table("problems in lfkit's own state (processes run on without it)", ["problem", "how to mend it"],
-              [(p["what"], p["fix"]) for p in report["problems"]])  # fmt: skip
+        table("problems", ["problem", "how to mend it"], [(p["what"], p["fix"]) for p in report["problems"]])
     else:
         console.print("problems: none")

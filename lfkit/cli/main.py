@@ -73,6 +73,16 @@ def main() -> None:
 
         error_line(str(exc))
         raise SystemExit(2) from None
+    except ImportError as exc:
+        # LLaMA-Factory (through `datasets`) cannot be imported with pyarrow 26+ and numpy 1: said in one line
+        from ..known_broken import import_failure
+        from .output import error_line
+
+        line = import_failure(exc)
+        if line is None:
+            raise
+        error_line(line)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
