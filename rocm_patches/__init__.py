@@ -8,6 +8,7 @@ third-party plugin would use.
 from lfkit.hookspecs import hookimpl
 
 from . import (
+    accelerate_cpu_device,
     bf16_emulated,
     bitsandbytes_pin,
     deepspeed_cpu_adam,
@@ -29,6 +30,7 @@ PATCHES = (
     triton_paths.PATCH,
     deepspeed_cpu_adam.PATCH,
     transformers_dtensor.PATCH,
+    accelerate_cpu_device.PATCH,
 )
 
 
