@@ -26,6 +26,20 @@ DTENSOR_TRANSFORMERS = (4, 52)
 DTENSOR_TORCH = (2, 5)
 
 
+# torch < 2.2 imports packaging from pkg_resources in torch.utils.cpp_extension (pytorch PR 113023 took it
+# out for 2.2), and setuptools 81 no longer ships pkg_resources: every JIT extension and DeepSpeed op
+# build then fails with "No module named 'pkg_resources'" (seen here with torch 2.1.2, setuptools 84).
+PKG_RESOURCES_TORCH = (2, 2)
+SETUPTOOLS_WITHOUT_PKG_RESOURCES = 81
+
+
+# transformers 4.52 refuses torch.load below torch 2.6 (CVE-2025-32434: check_torch_load_is_safe, 13 call
+# sites in trainer.py; 4.51.3 has none), and a Trainer resumes its optimizer, scheduler and RNG state
+# from torch.save pickles: on DTK's torch 2.1 - 2.5 every resume from a checkpoint fails.
+RESUME_GATE_TRANSFORMERS = (4, 52)
+RESUME_GATE_TORCH = (2, 6)
+
+
 def _release(found: str | None) -> tuple[int, ...] | None:
     from packaging.version import InvalidVersion, Version
 
@@ -47,6 +61,38 @@ def numpy_pyarrow(found: dict[str, str | None] | None = None) -> Problem | None:
         f"pyarrow {found['pyarrow']} needs NumPy 2 and numpy {found['numpy']} is installed: `import datasets`, "
         'and so LLaMA-Factory, fails with "pyarrow requires NumPy 2.0 or newer"',
         f'pip install "pyarrow<{PYARROW_NEEDS_NUMPY2}" ({keep})',
+    )
+
+
+def torch_setuptools(found: dict[str, str | None] | None = None) -> Problem | None:
+    """torch < 2.2 with setuptools 81+: torch.utils.cpp_extension (DeepSpeed's ops, JIT builds) fails."""
+    found = found or {name: version(name) for name in ("torch", "setuptools")}
+    torch, setuptools = _release(found.get("torch")), _release(found.get("setuptools"))
+    if torch is None or setuptools is None or torch[:2] >= PKG_RESOURCES_TORCH:
+        return None
+    if setuptools[0] < SETUPTOOLS_WITHOUT_PKG_RESOURCES:
+        return None
+    return Problem(
+        f"torch {found['torch']} with setuptools {found['setuptools']}: torch.utils.cpp_extension imports "
+        "pkg_resources, which setuptools 81 removed, so DeepSpeed's op builds and every JIT extension fail "
+        "(\"No module named 'pkg_resources'\")",
+        f'pip install "setuptools<{SETUPTOOLS_WITHOUT_PKG_RESOURCES}"',
+    )
+
+
+def resume_torch_load(found: dict[str, str | None] | None = None) -> Problem | None:
+    """transformers 4.52+ with torch < 2.6: a training run cannot resume from its checkpoints."""
+    found = found or {name: version(name) for name in ("transformers", "torch")}
+    transformers, torch = _release(found.get("transformers")), _release(found.get("torch"))
+    if transformers is None or torch is None or transformers[:2] < RESUME_GATE_TRANSFORMERS:
+        return None
+    if torch[:2] >= RESUME_GATE_TORCH:
+        return None
+    return Problem(
+        f"transformers {found['transformers']} with torch {found['torch']}: resuming a training run from a "
+        "checkpoint fails (transformers 4.52 loads the optimizer state with torch.load only on torch >= 2.6, "
+        "CVE-2025-32434)",
+        'pip install "transformers<4.52" (LLaMA-Factory 0.9.3 takes 4.51.3, whose Trainer has no such check)',
     )
 
 
@@ -86,7 +132,8 @@ def transformers_dtensor(patches: Any, found: dict[str, str | None] | None = Non
 
 def found(patches: Any) -> list[Problem]:
     """Every known-broken combination installed here."""
-    return [p for p in (numpy_pyarrow(), transformers_dtensor(patches)) if p is not None]
+    checks = (numpy_pyarrow(), torch_setuptools(), transformers_dtensor(patches), resume_torch_load())
+    return [p for p in checks if p is not None]
 
 
 def import_failure(exc: BaseException) -> str | None:

@@ -125,3 +125,37 @@ def test_numpy_1_with_pyarrow_26_fails_and_lfkit_says_it_in_one_line(pyarrow_for
     (step / "run.json").write_text(json.dumps({"command": "train"}))
     (step / "llamafactory.yaml").write_text("stage: sft\n")
     assert one_error_line(run([sys.executable, "-m", "lfkit.recipes.step", step], env=env)).startswith(expected)
+
+
+def test_torch_below_22_with_setuptools_81_is_named_with_its_fix():
+    import importlib.util
+
+    from lfkit.known_broken import torch_setuptools
+    from lfkit.lf_versions import _release
+
+    problem = torch_setuptools({"torch": "2.1.0a0+git793d2b5.abi0.dtk2310", "setuptools": "84.2.1"})
+    assert "No module named 'pkg_resources'" in problem.what and problem.fix == 'pip install "setuptools<81"'
+    for fine in ({"torch": "2.2.0", "setuptools": "84.2.1"}, {"torch": "2.1.2", "setuptools": "80.10.2"}):
+        assert torch_setuptools(fine) is None, fine
+    # the fact it rests on, in the installed torch: read as text, importing it would need pkg_resources
+    source = open(importlib.util.find_spec("torch.utils.cpp_extension").origin, encoding="utf-8").read()
+    import torch
+
+    older = _release(torch.__version__).release[:2] < (2, 2)
+    assert ("from pkg_resources import" in source) == older
+
+
+def test_transformers_452_on_torch_below_26_cannot_resume_and_is_named():
+    import importlib.util
+
+    from lfkit.known_broken import resume_torch_load
+
+    problem = resume_torch_load({"transformers": "4.52.4", "torch": "2.1.2"})
+    assert "resuming a training run from a checkpoint fails" in problem.what
+    assert problem.fix.startswith('pip install "transformers<4.52"')
+    for fine in ({"transformers": "4.51.3", "torch": "2.1.2"}, {"transformers": "5.6.0", "torch": "2.11.0"}):
+        assert resume_torch_load(fine) is None, fine
+    # the fact it rests on, in the installed transformers (read as text)
+    trainer = open(importlib.util.find_spec("transformers.trainer").origin, encoding="utf-8").read()
+    if version("transformers").startswith("4.52."):
+        assert "check_torch_load_is_safe()" in trainer
