@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .paths import lfkit_home
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3  # 3: the tokenizer declares no token_type_ids
 
 # Enough text for a byte-level BPE to learn common Chinese and English pieces.
 _CORPUS = [
@@ -88,6 +88,9 @@ def _train_tokenizer(family: str, vocab_size: int):
         unk_token=spec["special"]["unk"],
         pad_token=spec["special"]["pad"],
         additional_special_tokens=spec["extra"] or None,
+        # a decoder-only model takes no token_type_ids (transformers 4.x's fast tokenizer emits them by
+        # default, and generate() then refuses them), as the real llama and gemma tokenizers declare
+        model_input_names=["input_ids", "attention_mask"],
     )
 
 

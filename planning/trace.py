@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,15 @@ class Traced:
         }
 
 
+def _dtype_kwargs(dtype) -> dict:
+    """``dtype`` as the installed transformers names it: 4.56 renamed ``torch_dtype`` to ``dtype``
+    (transformers PR 39782; the old name warns from then on, the new one is unknown before)."""
+    import transformers
+    from packaging.version import Version
+
+    return {"dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype": dtype}
+
+
 def refusal(args: dict[str, Any]) -> str | None:
     """Why this step cannot be traced, or None."""
     if args.get("quantization_bit"):
@@ -67,6 +77,13 @@ def refusal(args: dict[str, Any]) -> str | None:
     method = str(args.get("finetuning_type") or "lora")
     if method not in {"lora", "full", "freeze"}:
         return f"finetuning_type={method} cannot be traced"
+    if importlib.util.find_spec("torch.distributed._tools.mem_tracker") is None:
+        from lfkit.installed_dists import version
+
+        return (
+            f"--trace needs torch's MemTracker (torch.distributed._tools.mem_tracker), which torch "
+            f"{version('torch')} does not have: lfkit plan without --trace answers from its formula"
+        )
     return None
 
 
@@ -139,7 +156,10 @@ def trace_layers(
     with mode:
         with _modules_stay_put() if fake else contextlib.nullcontext():
             model = AutoModelForCausalLM.from_config(
-                config, dtype=model_args.compute_dtype, attn_implementation=attention, trust_remote_code=trust
+                config,
+                **_dtype_kwargs(model_args.compute_dtype),
+                attn_implementation=attention,
+                trust_remote_code=trust,
             )
             prepare_model_for_training(model, model_args)
             model = init_adapter(config, model, model_args, finetuning_args, is_trainable=True)

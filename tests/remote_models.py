@@ -116,6 +116,9 @@ def build_chatglm3(out: Path, tokenizer_from: Path) -> Path:
         "num_layers": 2,
         "num_attention_heads": 4,
         "torch_dtype": "float32",
+        # as ChatGLM3-6B's own config.json: its output_layer is a head of its own (transformers 4.x
+        # would otherwise tie it to the word embeddings, and refuse to save the shared tensors)
+        "tie_word_embeddings": False,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }

@@ -19,7 +19,7 @@ from conftest import (
     write_yaml,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_stacks]
 TESTS = Path(__file__).resolve().parent
 XFORMERS = TESTS / "fixtures" / "xformers_cuda_build"
 PATCH_ID = "xformers-remote-code-fallback"
@@ -33,7 +33,11 @@ if os.environ.get("SIM_KIND"):
     simulate(kind=os.environ["SIM_KIND"])
 from transformers import AutoModelForCausalLM
 
-model = AutoModelForCausalLM.from_pretrained(os.environ["MODEL"], trust_remote_code=True, dtype=torch.float32)
+import transformers
+from packaging.version import Version
+new_name = Version(transformers.__version__).release >= (4, 56)  # transformers 4.56 renamed torch_dtype
+model = AutoModelForCausalLM.from_pretrained(os.environ["MODEL"], trust_remote_code=True,
+                                             **{"dtype" if new_name else "torch_dtype": torch.float32})
 module = sys.modules[type(model).__module__]
 xops = module.xops
 report = {"xops": None if xops is None else ("lfkit-sdpa" if getattr(xops, "__lfkit_fallback__", False) else xops.__name__)}
@@ -71,9 +75,17 @@ def _probe(model, tmp_path, fixed=True, site=None, **env):
     return probe(PROBE, env=clean_env(**extra), cwd=tmp_path)
 
 
-@pytest.fixture(scope="session", params=["installed", "4.57.3"])
+def _older_transformers() -> list[str]:
+    """A 4.x release beside the installed 5.x; the DCU stack's own transformers (4.52.4, the oldest the
+    patch claims) is the installed one there, and 4.57 does not run on its torch 2.1."""
+    from lfkit.installed_dists import version
+
+    return ["4.57.3"] if not version("transformers").startswith("4.") else []
+
+
+@pytest.fixture(scope="session", params=["installed", *_older_transformers()])
 def transformers_site(request, tmp_path_factory):
-    """The test environment's transformers (5.x), and the oldest release the patch claims (4.x)."""
+    """The test environment's transformers, and on the newest stack a 4.x release the patch claims."""
     if request.param == "installed":
         return None
     # transformers 4.x refuses huggingface_hub 1.x: it brings the hub it was released with

@@ -2,6 +2,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.both_stacks
+
 
 @pytest.mark.parametrize("family,model_type", [("llama", "llama"), ("gemma", "gemma")])
 def test_tiny_models_load_offline_and_generate(family, model_type, request):
