@@ -59,6 +59,9 @@ def clean_env(**extra: str) -> dict[str, str]:
         # DeepSpeed's ops are built into a folder of this session: a build killed half-way elsewhere
         # leaves a lock file in ~/.cache/torch_extensions that makes every later build wait forever.
         TORCH_EXTENSIONS_DIR=str(SESSION_HOME / "torch_extensions"),
+        # The datasets library's cache of this session: the two stacks' datasets releases (3.6 and 4.x)
+        # write cache metadata the other cannot read ("Feature type 'List' not found").
+        HF_DATASETS_CACHE=str(SESSION_HOME / "hf-datasets"),
     )
     env.update(extra)
     return env

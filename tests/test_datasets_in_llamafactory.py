@@ -7,7 +7,7 @@ import pytest
 from conftest import BIN, clean_env, lora_train_args, run, write_yaml
 from telecom_tables import prepare, raw_rows, write_csv
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_stacks]
 LF_CLI = BIN / "llamafactory-cli"
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from conftest import BIN, clean_env, run
 
+pytestmark = pytest.mark.both_stacks
+
 
 def test_every_held_out_character_is_taught_by_the_train_split():
     """A character that train never shows keeps its random embedding: noise that made the tiny model misread prices."""

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import BIN, clean_env, lora_train_args, read_jsonl, run, write_alpaca, write_yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_stacks]
 LF_CLI = BIN / "llamafactory-cli"
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from conftest import BIN, REPO, clean_env, free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("llamaboard")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("llamaboard"), pytest.mark.both_stacks]
 WEBUI_PATCHES = "webui-datasets,webui-dataset-preview,webui-fit-line"
 # Where the test's picture of the page is kept for the README (LFKIT_README_SCREENSHOT=1 refreshes it).
 SCREENSHOT = REPO / "docs" / "llamaboard.png"

@@ -45,14 +45,24 @@ def lf_root() -> Path:
 
 
 @pytest.fixture(scope="module")
-def work(lf_root, tmp_path_factory) -> Path:
+def lf_data(lf_root) -> Path:
+    """LLaMA-Factory's demo data: the installed release's, or (0.9.3's sdist has none) the newest tested one's."""
+    if (lf_root / "data" / "dataset_info.json").is_file():
+        return lf_root / "data"
+    return harness.sdist(CACHE, harness.DATA_RELEASE) / "data"
+
+
+@pytest.fixture(scope="module")
+def work(lf_data, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("lf-suite")
-    standins.build(folder / "standins", lf_root / "data")
+    standins.build(folder / "standins", lf_data)
     return folder
 
 
 @pytest.fixture(scope="module")
 def suite(lf_root, work) -> harness.Comparison:
+    if not (lf_root / "tests" / "conftest.py").is_file():
+        pytest.skip(f"LLaMA-Factory {lf_root.name}'s sdist carries no test suite (the plain-cli checks run there)")
     with ThreadPoolExecutor(2) as pool:
         off = pool.submit(harness.run_mode, "off", lf_root, work, clean_env())
         on = pool.submit(harness.run_mode, "on", lf_root, work, clean_env())
@@ -84,7 +94,7 @@ def test_llamafactory_parses_the_same_arguments_with_lfkit(suite):
     assert suite.arg_changes == [], harness.summary(suite)
 
 
-def _train(work: Path, lfkit_on: bool) -> tuple[dict, str, str]:
+def _train(work: Path, lfkit_on: bool) -> tuple[dict, str, str, list]:
     out = work / f"plain-cli-{'on' if lfkit_on else 'off'}"
     config = {
         "model_name_or_path": str(work / "standins" / standins.LLAMA3),
@@ -103,18 +113,34 @@ def _train(work: Path, lfkit_on: bool) -> tuple[dict, str, str]:
     # No template, no lora_target: LLaMA-Factory's own choices must hold (the tokenizer's template, "all").
     config_file = work / f"plain-cli-{'on' if lfkit_on else 'off'}.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    env = clean_env() if lfkit_on else clean_env(LFKIT_AUTOLOAD="0")
+    env = clean_env(PYTHONPATH=str(SUITE))
+    if not lfkit_on:
+        env["LFKIT_AUTOLOAD"] = "0"
+    # llamafactory-cli's own main, with the parser's arguments recorded (llamafactory_suite/record_cli.py).
     # The demo data's dataset_info.json names its hub id, which this working folder holds as a local folder.
-    result = run([BIN / "llamafactory-cli", "train", config_file], env=env, cwd=work / "standins", timeout=600)
+    report = work / f"plain-cli-{'on' if lfkit_on else 'off'}.args.json"
+    cli = [BIN / "python", SUITE / "record_cli.py", report, "train", config_file]
+    result = run(cli, env=env, cwd=work / "standins", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     adapter = json.loads((out / "adapter_config.json").read_text())
-    template = (out / "chat_template.jinja").read_text() if (out / "chat_template.jinja").is_file() else ""
-    return adapter, template, result.stdout + result.stderr
+    # The prompt format saved with the adapter: its own file from LLaMA-Factory 0.9.4, the tokenizer's before.
+    saved = out / "chat_template.jinja"
+    template = (
+        saved.read_text()
+        if saved.is_file()
+        else json.loads((out / "tokenizer_config.json").read_text())["chat_template"]
+    )
+    return adapter, template, result.stdout + result.stderr, json.loads(report.read_text())
 
 
+@pytest.mark.both_stacks
 def test_plain_llamafactory_cli_trains_a_llama3_folder_as_without_lfkit(work):
     with ThreadPoolExecutor(2) as pool:
         off, on = pool.map(lambda lfkit_on: _train(work, lfkit_on), (False, True))
+    # the arguments LLaMA-Factory's parser received, but for the output folder each run was given
+    received = [[{**call, "args": {**call["args"], "output_dir": None}} for call in mode[3]] for mode in (off, on)]
+    assert received[1] == received[0] and received[0]
+    assert "template" not in off[3][0]["args"] and "lora_target" not in off[3][0]["args"]
     assert sorted(on[0]["target_modules"]) == sorted(off[0]["target_modules"])
     assert sorted(off[0]["target_modules"]) == sorted(standins.TARGETS)  # LLaMA-Factory's lora_target "all"
     assert on[1] == off[1]  # the prompt format saved with the adapter
@@ -126,6 +152,7 @@ def test_plain_llamafactory_cli_trains_a_llama3_folder_as_without_lfkit(work):
     assert "<|begin_of_text|>" in detected["why"]
 
 
+@pytest.mark.both_stacks
 def test_lfkit_run_still_fills_a_llama2_folders_defaults_and_says_so(tiny_llama, tmp_path):
     argv = [BIN / "lfkit", "run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
             f"output_dir={tmp_path / 'out'}", "--dry-run"]  # fmt: skip

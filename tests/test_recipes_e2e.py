@@ -11,7 +11,7 @@ import yaml
 from conftest import BIN, QUICK_LORA, clean_env, run, signal_run, step_pids, write_alpaca
 from lfkit.recipes.run_folder import last_checkpoint
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_stacks]
 LFKIT = BIN / "lfkit"
 QUICK = QUICK_LORA
 PROMPT = "回答中国电信手机用户的问题,问题3,应该怎么做？"
@@ -170,6 +170,14 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_llama):
     assert "holds an unfinished run with other arguments (train.learning_rate: 5e-05 -> 0.001)" in other.stderr
 
     resumed = run(argv, env=clean_env())
+    from lfkit.known_broken import resume_torch_load
+
+    refused = resume_torch_load()
+    if refused is not None:  # transformers 4.52 on torch < 2.6 cannot resume: one line before the model loads
+        line = f"lfkit: error: step train: cannot resume from {out / f'checkpoint-{checkpoint}'}: {refused.what}"
+        assert resumed.returncode == 2 and resumed.stderr.strip() == f"{line}; fix: {refused.fix}", resumed.stderr
+        assert (out / f"checkpoint-{checkpoint}").is_dir()  # nothing of the killed run is lost
+        return
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rec = record(out)
     assert rec["status"] == "finished"

@@ -55,6 +55,7 @@ def submit(env, out, *extra, recipe="sft-lora-single"):
     return record["slurm"]["job_id"]
 
 
+@pytest.mark.both_stacks
 def test_lora_train_followed_to_the_end(env, tmp_path):
     # a folder with what a job script must quote: spaces, Chinese, quotes, $ and Slurm's own %
     out = tmp_path / '输出 目录 it\'s "q" $HOME %j' / "run"

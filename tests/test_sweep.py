@@ -20,6 +20,7 @@ SMALL = ["max_steps=4", "max_samples=12", "per_device_train_batch_size=2", "grad
 SHORT_EVAL = ["eval.max_new_tokens=8", "eval.max_samples=8"]
 
 
+@pytest.mark.both_stacks
 def test_eval_writes_predictions_metrics_and_a_table(tmp_path, tiny_llama):
     out = tmp_path / "eval"
     result = run([LFKIT, "eval", f"model={tiny_llama}", "dataset=telecom_demo_test", "max_samples=6",
@@ -38,6 +39,7 @@ def sweep_argv(tiny_llama, out):
             "--grid", "learning_rate=1e-3,1e-2", "--eval", "telecom_demo_test", "-o", out]  # fmt: skip
 
 
+@pytest.mark.both_stacks
 def test_a_two_variant_sweep_resumes_without_rerunning_finished_variants(tmp_path, tiny_llama):
     out = tmp_path / "sweep"
     argv = sweep_argv(tiny_llama, out)

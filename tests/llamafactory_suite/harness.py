@@ -28,11 +28,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def sdist(cache: Path) -> Path:
-    """The unpacked llamafactory sdist of the installed version (downloaded once into ``cache``)."""
-    lf_version = version("llamafactory")
+# The newest release lfkit is tested on: its sdist's data/ serves a release whose sdist has none (0.9.3).
+DATA_RELEASE = "0.9.5"
+
+
+def sdist(cache: Path, lf_version: str | None = None) -> Path:
+    """The unpacked llamafactory sdist (tests/ and data/, where it has them) of the installed version, or of
+    ``lf_version`` (downloaded once into ``cache``)."""
+    lf_version = lf_version or version("llamafactory")
     root = cache / f"llamafactory-{lf_version}"
-    if (root / "tests" / "conftest.py").is_file():
+    if root.is_dir():
         return root
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
@@ -59,6 +64,7 @@ def sdist(cache: Path) -> Path:
         with tarfile.open(archive) as tar:
             members = [m for m in tar.getmembers() if m.name.split("/")[1:2] in (["tests"], ["data"])]
             tar.extractall(tmp, members=members, filter="data")
+        (Path(tmp) / f"llamafactory-{lf_version}").mkdir(exist_ok=True)  # an sdist with neither (0.9.3)
         os.replace(Path(tmp) / f"llamafactory-{lf_version}", root)
     return root
 
