@@ -200,6 +200,11 @@ def _hide(_module, ctx: PatchContext) -> str:
         raise SkipPatch(f"bitsandbytes {verdict.installed} fits: {verdict.reason}")
     ctx.setitem(sys.modules, DIST, None)
     ctx.setitem(_hidden, DIST, verdict.reason)
+    # transformers < 5 asks find_spec once, when it is imported (what this patch waits for), and keeps the
+    # answer: without this its is_bitsandbytes_available() would still say yes (transformers 4.52, DTK's stack).
+    import_utils = sys.modules.get("transformers.utils.import_utils")
+    if getattr(import_utils, "_bitsandbytes_available", False) is True:
+        ctx.replace(import_utils, "_bitsandbytes_available", False)
     return f"hid bitsandbytes {verdict.installed}: {verdict.reason}"
 
 

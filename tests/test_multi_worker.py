@@ -27,7 +27,10 @@ BARE_PATH = "/usr/bin:/bin"
 def train(model, out, *extra, env=None):
     args = ["run", "sft-lora-single", f"model={model}", "dataset=telecom_demo", f"output_dir={out}",
             "template=default", f"max_steps={STEPS}", "logging_steps=1", "gradient_accumulation_steps=1",
-            "cutoff_len=64", "learning_rate=1e-2", "disable_shuffling=true", "fp16=false", "save_steps=1000", *extra]  # fmt: skip
+            "cutoff_len=64", "learning_rate=1e-2", "disable_shuffling=true", "fp16=false", "save_steps=1000",
+            # the loss over the tokens of all workers, as one worker counts it (transformers 5's default;
+            # 4.52, the DCU stack's, averages each worker's own tokens unless told)
+            "average_tokens_across_devices=true", *extra]  # fmt: skip
     result = run([LFKIT, *args], env=env or clean_env(), timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((out / "run.json").read_text(encoding="utf-8"))
@@ -59,6 +62,7 @@ def check_workers(record, world: int):
     assert step["lf-torchrun"]["status"] == "applied", step["lf-torchrun"]
 
 
+@pytest.mark.both_stacks
 def test_two_workers_ddp_match_one_worker_without_an_activated_venv(tiny_llama, tmp_path, one_worker):
     """lfkit started by its path with a PATH that holds no torchrun, as from a Slurm job or sudo."""
     out = tmp_path / "ddp"
@@ -69,6 +73,8 @@ def test_two_workers_ddp_match_one_worker_without_an_activated_venv(tiny_llama, 
     assert losses(out) == pytest.approx(one_worker, rel=LOSS_TOLERANCE)
 
 
+# Not on the DCU stack: torch 2.1's gloo has no _allgather_base, which ZeRO-2 and -3 gather through on
+# DeepSpeed's CPU accelerator (RCCL on a DCU has it); a CPU stand-in cannot run them there.
 @pytest.mark.parametrize("preset", ["z0", "z2", "z3"])
 def test_two_workers_deepspeed_zero(preset, tiny_llama, tmp_path, one_worker):
     out = tmp_path / preset
@@ -91,15 +97,20 @@ import json, os
 import deepspeed  # on DTK, DeepSpeed's import fails without lfkit's fix (tests/test_rocm_deepspeed.py)
 import transformers  # what the bitsandbytes fix waits for (peft and LLaMA-Factory import it)
 from lfkit.plugin_manager import get_manager
-states = {pid: s.status.value for pid, s in get_manager().patches.states.items()}
+from lfkit.platform_detect import detect_platform
+states = {pid: [s.status.value, s.detail] for pid, s in get_manager().patches.states.items()}
 print("REPORT " + json.dumps({"rank": int(os.environ["RANK"]), "world": int(os.environ["WORLD_SIZE"]),
-                              "version": deepspeed.__version__, **states}), flush=True)
+                              "platform": detect_platform().kind, "version": deepspeed.__version__,
+                              **states}), flush=True)
 """
 
 
+@pytest.mark.both_stacks
 def test_every_torchrun_worker_applies_the_dtk_fixes(tmp_path):
-    """On DTK the DeepSpeed and bitsandbytes fixes must be applied in every worker torchrun starts,
-    not only in the process that starts it."""
+    """On DTK the DeepSpeed fix must be applied, and the bitsandbytes one decided as the pin table says, in every
+    worker torchrun starts, not only in the process that starts it."""
+    from lfkit.rocm_patches.bitsandbytes_pin import assess, must_hide
+
     script = tmp_path / "probe.py"
     script.write_text(WORKER_PROBE)
     env = clean_env(DS_ACCELERATOR="cpu", **SIMULATED_DTK)
@@ -107,11 +118,19 @@ def test_every_torchrun_worker_applies_the_dtk_fixes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     reports = [json.loads(line[len("REPORT ") :]) for line in result.stdout.splitlines() if line.startswith("REPORT ")]
     assert sorted((r["rank"], r["world"]) for r in reports) == [(0, 2), (1, 2)]
+    # What bitsandbytes-hide-unusable must decide on DTK, from the bitsandbytes (and triton) of this environment,
+    # which the workers share: the newest stack's 0.50.2 has no DTK build and is hidden; the DTK stack's pin,
+    # 0.38.1 with DTK's triton 2.x, fits and stays. The reason in each worker's status shows it was decided there.
+    verdict = assess("dtk")
+    expected = "applied" if must_hide(verdict) else "skipped"
     for report in reports:
-        assert report["deepspeed-rocm-cuda-check"] == "applied", report
-        assert report["bitsandbytes-hide-unusable"] == "applied", report
+        assert report["platform"] == "dtk", report
+        assert report["deepspeed-rocm-cuda-check"][0] == "applied", report
+        status, detail = report["bitsandbytes-hide-unusable"]
+        assert (status, verdict.reason in detail) == (expected, True), (verdict, report)
 
 
+@pytest.mark.both_stacks
 def test_without_the_patch_llamafactory_cli_finds_no_torchrun(tiny_llama, tmp_path):
     """The failure the lf-torchrun patch fixes, in plain llamafactory-cli: started by its path with no
     venv on PATH, LLaMA-Factory's launcher runs a bare `torchrun` and cannot find it. With the patch,

@@ -2,11 +2,17 @@
 
 The failure of seed 000: an installed bitsandbytes that cannot load breaks plain
 LoRA, because peft imports it whenever it is installed.
+
+Each release (and a triton without triton.ops) is pip-installed into a folder of its own and put
+first on the subprocess's PYTHONPATH, so the tests say the same on both stacks whatever bitsandbytes
+the environment holds (the newest stack: 0.50.2; the DTK stack: its pin, 0.38.1).
 """
 
+import importlib.util
 import json
 import os
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -24,7 +30,7 @@ from conftest import (
     write_yaml,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_stacks]
 TESTS = Path(__file__).resolve().parent
 PATCH_ID = "bitsandbytes-hide-unusable"
 
@@ -61,6 +67,12 @@ print("REPORT " + json.dumps(report))
 )
 
 
+# The current release (the newest row of the pin table), and the triton without triton.ops put beside
+# 0.38.1 where the environment's own triton still has it: the newest stack's (torch 2.11's) triton.
+CURRENT = "0.50.2"
+TRITON_WITHOUT_OPS = "3.6.0"
+
+
 @pytest.fixture(scope="session")
 def bnb_0381(tmp_path_factory):
     return built_once(
@@ -68,10 +80,50 @@ def bnb_0381(tmp_path_factory):
     )
 
 
-def _probe(tiny_llama, tmp_path, site=None, fixed=True, **sim):
-    env = clean_env(
-        PYTHONPATH=os.pathsep.join([str(TESTS)] + ([str(site)] if site else [])), TINY_MODEL=str(tiny_llama), **sim
+@pytest.fixture(scope="session")
+def bnb_current(tmp_path_factory):
+    """The current release, whatever bitsandbytes this environment holds (its own on the DTK stack is 0.38.1)."""
+    return built_once(
+        tmp_path_factory, f"bitsandbytes-{CURRENT}", lambda folder: pip_target(folder, f"bitsandbytes=={CURRENT}")
     )
+
+
+def _triton_has_ops() -> bool:
+    """Whether this environment's triton still ships triton.ops (triton 2.x; triton 3.0 removed it). No import."""
+    spec = importlib.util.find_spec("triton")
+    return spec is not None and any((Path(p) / "ops").is_dir() for p in spec.submodule_search_locations or ())
+
+
+@pytest.fixture(scope="session")
+def triton_without_ops(tmp_path_factory) -> list[Path]:
+    """What to put on PYTHONPATH for a triton without triton.ops: nothing where this environment's triton lacks
+    it already (torch 2.11's triton 3.6), else a triton 3 of its own (DTK's torch 2.1 brings triton 2.1)."""
+    if not _triton_has_ops():
+        return []
+    folder = built_once(
+        tmp_path_factory,
+        f"triton-{TRITON_WITHOUT_OPS}",
+        lambda folder: pip_target(folder, f"triton=={TRITON_WITHOUT_OPS}"),
+    )
+    return [folder]
+
+
+def _meets_its_torch_requirement(site: Path) -> bool:
+    """Whether this environment's torch is in the range the bitsandbytes release installed in ``site`` requires
+    (0.50.2: torch>=2.4,<3; DTK's torch 2.1 is not)."""
+    from packaging.requirements import Requirement
+
+    (dist,) = metadata.distributions(path=[str(site)])
+    (torch_req,) = [r for r in map(Requirement, dist.requires or []) if r.name == "torch" and not r.marker]
+    return torch_req.specifier.contains(metadata.version("torch"), prereleases=True)
+
+
+# What bitsandbytes 0.50.2 raises when peft imports it under a torch older than 2.4 (DTK's torch 2.1).
+NEEDS_TORCH_24 = "AttributeError: module 'torch.library' has no attribute 'register_fake'"
+
+
+def _probe(tiny_llama, tmp_path, sites=(), fixed=True, **sim):
+    env = clean_env(PYTHONPATH=os.pathsep.join([str(TESTS), *map(str, sites)]), TINY_MODEL=str(tiny_llama), **sim)
     if not fixed:
         env["LFKIT_DISABLE_PATCHES"] = PATCH_ID
     return probe(PROBE, env=env, cwd=tmp_path)
@@ -80,12 +132,22 @@ def _probe(tiny_llama, tmp_path, site=None, fixed=True, **sim):
 DTK = {"SIM_KIND": "dtk", "SIM_HIP": "5.7.24164"}
 
 
-def test_0381_on_dtk_breaks_plain_lora_and_lfkit_hides_it(tiny_llama, tmp_path, bnb_0381):
-    broken = _probe(tiny_llama, tmp_path, bnb_0381, fixed=False, **DTK)
+def test_0381_on_dtk_breaks_plain_lora_and_lfkit_hides_it(tiny_llama, tmp_path, bnb_0381, triton_without_ops):
+    """0.38.1 with a triton that lacks triton.ops (triton 3, as pip brings it with a newer torch) breaks LoRA."""
+    if _triton_has_ops():
+        # The DTK stack: DTK's torch 2.1 brings triton 2.x, which still has triton.ops, so there 0.38.1 is the
+        # pin that works, and lfkit leaves it alone. (Not possible on the newest stack: torch 2.11 needs triton 3.)
+        kept = _probe(tiny_llama, tmp_path, [bnb_0381], **DTK)
+        assert kept["lora"] == "ok"
+        assert kept["visible"] is True
+        assert kept["patch"] == ["skipped", "bitsandbytes 0.38.1 fits: the 0.38.1 ABI, 8-bit only"]
+
+    sites = [bnb_0381, *triton_without_ops]
+    broken = _probe(tiny_llama, tmp_path, sites, fixed=False, **DTK)
     assert broken["lora"] == "ModuleNotFoundError: No module named 'triton.ops'"
     assert broken["visible"] is True
 
-    fixed = _probe(tiny_llama, tmp_path, bnb_0381, **DTK)
+    fixed = _probe(tiny_llama, tmp_path, sites, **DTK)
     assert fixed["lora"] == "ok"
     assert fixed["visible"] is False and fixed["transformers_sees_it"] is False
     status, detail = fixed["patch"]
@@ -93,24 +155,40 @@ def test_0381_on_dtk_breaks_plain_lora_and_lfkit_hides_it(tiny_llama, tmp_path, 
     assert detail.startswith("hid bitsandbytes 0.38.1: bitsandbytes 0.38.1 imports triton.ops, which triton 3.")
 
 
-def test_current_release_on_dtk_is_hidden_for_the_wrong_abi(tiny_llama, tmp_path):
-    fixed = _probe(tiny_llama, tmp_path, **DTK)
+def test_current_release_on_dtk_is_hidden_for_the_wrong_abi(tiny_llama, tmp_path, bnb_current):
+    if not _meets_its_torch_requirement(bnb_current):
+        # DTK's torch 2.1: an upgraded bitsandbytes breaks plain LoRA already at its import (it needs torch 2.4).
+        # (Under a newer torch it imports on this CPU: what fails is loading its library on a DCU, not simulated.)
+        broken = _probe(tiny_llama, tmp_path, [bnb_current], fixed=False, **DTK)
+        assert broken["lora"] == NEEDS_TORCH_24
+        assert broken["visible"] is True
+    fixed = _probe(tiny_llama, tmp_path, [bnb_current], **DTK)
     assert fixed["lora"] == "ok"
-    assert fixed["visible"] is False
-    assert "has no DTK build; DTK takes the 0.38.1 ABI" in fixed["patch"][1]
+    assert fixed["visible"] is False and fixed["transformers_sees_it"] is False
+    assert fixed["patch"] == [
+        "applied",
+        f"hid bitsandbytes {CURRENT}: bitsandbytes {CURRENT} has no DTK build; DTK takes the 0.38.1 ABI",
+    ]
 
 
-def test_current_release_on_rocm_with_its_library_stays(tiny_llama, tmp_path):
-    fixed = _probe(tiny_llama, tmp_path, SIM_KIND="rocm", SIM_HIP="6.4.43482")
-    assert fixed["lora"] == "ok"
+def test_current_release_on_rocm_with_its_library_stays(tiny_llama, tmp_path, bnb_current):
+    fixed = _probe(tiny_llama, tmp_path, [bnb_current], SIM_KIND="rocm", SIM_HIP="6.4.43482")
     assert fixed["visible"] is True and fixed["transformers_sees_it"] is True
-    assert fixed["patch"] == ["skipped", "bitsandbytes 0.50.2 fits: ships libbitsandbytes_rocm64"]
+    assert fixed["patch"] == ["skipped", f"bitsandbytes {CURRENT} fits: ships libbitsandbytes_rocm64"]
+    if _meets_its_torch_requirement(bnb_current):
+        assert fixed["lora"] == "ok"
+    else:
+        # The DTK stack's torch 2.1 under a simulated ROCm 6.4: no such build exists (torch 2.1 was built for
+        # ROCm 5.x). lfkit judges the wheel's ROCm libraries only and leaves it visible; the import then fails on
+        # bitsandbytes' own torch requirement (torch>=2.4), which pip keeps in a real install.
+        assert fixed["lora"] == NEEDS_TORCH_24
 
 
-def test_current_release_on_rocm_62_lacks_its_library(tiny_llama, tmp_path):
-    fixed = _probe(tiny_llama, tmp_path, SIM_KIND="rocm", SIM_HIP="6.2.41133")
+def test_current_release_on_rocm_62_lacks_its_library(tiny_llama, tmp_path, bnb_current):
+    fixed = _probe(tiny_llama, tmp_path, [bnb_current], SIM_KIND="rocm", SIM_HIP="6.2.41133")
     assert fixed["lora"] == "ok"
-    assert fixed["visible"] is False
+    assert fixed["visible"] is False and fixed["transformers_sees_it"] is False
+    assert fixed["patch"][0] == "applied"
     assert "ships no library for ROCm 6.2 (ROCm libraries: 6.4, 7.0, 7.1, 7.2, 7.14, 7.15)" in fixed["patch"][1]
 
 
@@ -121,15 +199,19 @@ def test_on_cpu_bitsandbytes_is_left_alone(tiny_llama, tmp_path):
     assert report["patch"] == ["skipped", "platform is cpu, patch is for dtk/rocm"]
 
 
-def _train(tmp_path, tiny_llama, hooklog_site, simulate, hip, **extra):
+def _train(tmp_path, tiny_llama, hooklog_site, simulate, hip, sites=(), **extra):
     data = write_alpaca(tmp_path / "data")
     config = write_yaml(
         tmp_path / "train.yaml", lora_train_args(tiny_llama, tmp_path / "out", dataset_dir=str(data), **extra)
     )
     env = clean_env(
-        PYTHONPATH=os.pathsep.join([str(TESTS / "sim_site"), str(hooklog_site)]),
+        PYTHONPATH=os.pathsep.join([str(TESTS / "sim_site"), str(hooklog_site), *map(str, sites)]),
         LFKIT_TEST_SIMULATE=simulate,
         LFKIT_TEST_HIP=hip,
+        # A HIP torch with no visible device: the platform (and so the stop) comes from torch.version.hip, and
+        # with a simulated device torch 2.1's inductor, imported with LLaMA-Factory (trl, deepspeed), asks the
+        # real driver for the current device at import ("Found no NVIDIA driver"), before any hook runs.
+        LFKIT_TEST_DEVICES="0",
         LFKIT_HOOKLOG=str(tmp_path / "hooks.jsonl"),
     )
     return run([BIN / "llamafactory-cli", "train", config], env=env)
@@ -141,7 +223,7 @@ def _events(tmp_path):
 
 def test_4bit_on_dtk_stops_before_the_model_loads(tmp_path, tiny_llama, hooklog_site):
     result = _train(tmp_path, tiny_llama, hooklog_site, "dtk", "5.7.24164", quantization_bit=4)
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == (
         "lfkit: error: 4-bit bitsandbytes quantization cannot work on DTK (the 0.38.1 ABI is 8-bit only): "
         'use quantization_bit: 8 with pip install "bitsandbytes==0.38.1", or plain LoRA (drop quantization_bit)'
@@ -150,20 +232,25 @@ def test_4bit_on_dtk_stops_before_the_model_loads(tmp_path, tiny_llama, hooklog_
     assert _events(tmp_path) == ["prepare_args"]  # stopped there: no tokenizer, no model loaded
 
 
-def test_8bit_on_rocm_without_a_library_gives_the_pin(tmp_path, tiny_llama, hooklog_site):
-    result = _train(tmp_path, tiny_llama, hooklog_site, "rocm", "6.2.41133", quantization_bit=8)
-    assert result.returncode == 2
+def test_8bit_on_rocm_without_a_library_gives_the_pin(tmp_path, tiny_llama, hooklog_site, bnb_current):
+    result = _train(tmp_path, tiny_llama, hooklog_site, "rocm", "6.2.41133", [bnb_current], quantization_bit=8)
+    assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(
         "lfkit: error: quantization_bit: 8 needs bitsandbytes, which cannot work here: "
-        "bitsandbytes 0.50.2 ships no library for ROCm 6.2"
+        f"bitsandbytes {CURRENT} ships no library for ROCm 6.2"
     )
     assert 'fix: pip install "bitsandbytes==0.49.2"' in last
     assert _events(tmp_path) == ["prepare_args"]
 
 
-def test_doctor_prints_the_pin_for_the_platform(tmp_path):
-    env = clean_env(PYTHONPATH=str(TESTS / "sim_site"), LFKIT_TEST_SIMULATE="dtk", LFKIT_TEST_HIP="5.7.24164")
+def test_doctor_prints_the_pin_for_the_platform(tmp_path, bnb_current):
+    """The current release on DTK: doctor says it does not fit, gives the pin, and that processes hide it."""
+    env = clean_env(
+        PYTHONPATH=os.pathsep.join([str(TESTS / "sim_site"), str(bnb_current)]),
+        LFKIT_TEST_SIMULATE="dtk",
+        LFKIT_TEST_HIP="5.7.24164",
+    )
     result = run([BIN / "lfkit", "doctor", "--json"], env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
