@@ -12,8 +12,11 @@ names what works: ZeRO without offload, or offload with the run's own torch opti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import warnings
 
 from lfkit.errors import stop_run
 from lfkit.patching import Patch, PatchContext, SkipPatch, distribution_version
@@ -57,14 +60,33 @@ def offloads_optimizer(config: dict) -> bool:
 
 def cpu_adam_unusable() -> str | None:
     """Why DeepSpeed's CPUAdam op can be neither loaded nor built here, or None."""
-    # torch's extension builder logs its CUDA_HOME guess at import; the answer here is one line
+    # torch's extension builder logs its CUDA_HOME guess at import (torch 2.1 prints it, and warns that
+    # pkg_resources is deprecated), DeepSpeed's builder runs rocminfo in a shell: the answer is one line
     quiet = logging.getLogger("torch.utils.cpp_extension")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        return _unusable()
+        with warnings.catch_warnings(), _stderr_to_devnull():
+            warnings.simplefilter("ignore")
+            return _unusable()
     finally:
         quiet.setLevel(level)
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    """File descriptor 2 (this process's and its children's) to /dev/null for the while."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _unusable() -> str | None:

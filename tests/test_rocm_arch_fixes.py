@@ -11,6 +11,8 @@ import pytest
 
 from conftest import BIN, clean_env, deepspeed_release, make_dist, probe, run
 
+pytestmark = pytest.mark.both_stacks
+
 TESTS = Path(__file__).resolve().parent
 SIM_SITE = TESTS / "sim_site"
 NEW_PATCHES = {
@@ -83,7 +85,10 @@ LAUNCH_PROBE = (
     + """
 import json, os, subprocess, sys
 seen = {}
+run = subprocess.run
 def record(cmd, *args, **kwargs):
+    if not (isinstance(cmd, list) and any("torchrun" in str(c) or "torch.distributed.run" in str(c) for c in cmd[:3])):
+        return run(cmd, *args, **kwargs)  # what the imports run on the way (numpy asks lscpu on 0.9.3's path)
     seen["cmd"], seen["env"] = list(cmd), kwargs.get("env") or {}
     return subprocess.CompletedProcess(cmd, 0)
 subprocess.run = record  # the bottom of whatever chain LLaMA-Factory's launch calls
@@ -117,12 +122,23 @@ def test_expandable_segments_reproduced_then_only_that_option_dropped(tmp_path):
         "PYTORCH_HIP_ALLOC_CONF": "garbage_collection_threshold:0.8",
         "PYTORCH_ALLOC_CONF": None,
     }
-    assert fixed["patch"][0] == "applied" and "HIP 6.2.41133 is below ROCm 7.0" in fixed["patch"][1]
+    from lfkit.installed_dists import version
+    from lfkit.lf_versions import _release
+
+    old_torch = _release(version("torch")).release[:2] < (2, 11)  # the DCU stack's 2.1: no HIP support at all
+    why = "has no expandable segments on HIP (added in 2.11)" if old_torch else "HIP 6.2.41133 is below ROCm 7.0"
+    assert fixed["patch"][0] == "applied" and why in fixed["patch"][1], fixed["patch"]
     assert fixed["cmd0"] != "torchrun"  # the lf-torchrun patch still sits on the same call
     only_hip = {k: v for k, v in launch.items() if k != "PYTORCH_CUDA_ALLOC_CONF"}
     fixed = probe(LAUNCH_PROBE, env=simulated(hip="6.2.41133", **only_hip), cwd=tmp_path)
     assert fixed["vars"]["PYTORCH_CUDA_ALLOC_CONF"] is None  # so HIP reads the user's own variable
     supported = probe(LAUNCH_PROBE, env=simulated(hip="7.1.25424", **launch), cwd=tmp_path)
+    if old_torch:  # ROCm 7.1 does not help a torch before 2.11: still mended
+        assert (
+            supported["patch"][0] == "applied"
+            and supported["vars"]["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:256"
+        )
+        return
     assert supported["patch"] == ["skipped", "this torch and HIP support expandable segments"]
     assert supported["vars"]["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
 
@@ -149,9 +165,24 @@ print("REPORT " + json.dumps(report))
 
 @pytest.fixture(scope="module")
 def flash_attn_site(tmp_path_factory) -> Path:
-    """flash-attn as pip installs it (a stand-in module: the kernels never run here)."""
-    site = make_dist(tmp_path_factory.mktemp("flash-attn"), "flash-attn", "2.6.3", {}, {"flash_attn": "x = 1\n"})
+    """flash-attn as pip installs it (a stand-in package: the kernels never run here). transformers 4.x
+    imports its entry points and helpers (bert_padding, layers.rotary) as soon as the package is there."""
+    site = make_dist(tmp_path_factory.mktemp("flash-attn"), "flash-attn", "2.6.3", {}, {})
     (site / "flash_attn-2.6.3.dist-info" / "top_level.txt").write_text("flash_attn\n")
+    package = site / "flash_attn"
+    package.mkdir()
+    never = (
+        "def {}(*args, **kwargs):\n    raise RuntimeError('a stand-in: flash-attn kernels never run in the tests')\n"
+    )
+    (package / "__init__.py").write_text(
+        '__version__ = "2.6.3"\n' + "".join(never.format(f) for f in ("flash_attn_func", "flash_attn_varlen_func"))
+    )
+    helpers = {"bert_padding": ("index_first_axis", "pad_input", "unpad_input"), "layers/rotary": ("apply_rotary_emb",)}
+    for module, names in helpers.items():
+        path = package / f"{module}.py"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("".join(never.format(name) for name in names))
+    (package / "layers" / "__init__.py").write_text("")
     return site
 
 
@@ -265,8 +296,6 @@ from lfkit.lf_versions import torchrun_module
 launcher = importlib.import_module(torchrun_module())
 import deepspeed.ops.op_builder.builder
 from lfkit.rocm_patches import flash_attn_arch
-
-pytestmark = pytest.mark.both_stacks
 report = {pid: state(pid) for pid in %r}
 report["bf16_flag"] = misc._is_bf16_available
 report["launcher_wrapped"] = launcher.subprocess._inner is not subprocess  # lf-torchrun's overlay only
