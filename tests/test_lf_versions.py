@@ -74,3 +74,18 @@ def test_the_newer_arguments_are_those_of_the_newest_stack_and_said_so_on_the_ol
         )
     else:
         assert NEWER_ARGUMENTS <= keys.keys()
+
+
+@pytest.mark.parametrize("simulate", ["", "dtk:gfx906", "rocm:gfx90a"])
+def test_no_patch_is_skipped_as_outside_a_verified_range_on_this_stack(simulate):
+    """On each stack CI tests (the DCU stack's LLaMA-Factory 0.9.3 and transformers 4.52.4 included), every
+    declared patch either applies or says why there is nothing to fix: none is outside its tested range."""
+    import json
+
+    from conftest import BIN, clean_env, run
+
+    env = clean_env(LFKIT_SIMULATE=simulate) if simulate else clean_env()
+    result = run([BIN / "lfkit", "patches", "--json"], env=env)
+    assert result.returncode == 0, result.stderr
+    outside = {p["id"]: p["detail"] for p in json.loads(result.stdout) if "outside the verified range" in p["detail"]}
+    assert not outside
