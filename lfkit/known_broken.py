@@ -88,11 +88,16 @@ def resume_torch_load(found: dict[str, str | None] | None = None) -> Problem | N
         return None
     if torch[:2] >= RESUME_GATE_TORCH:
         return None
+    lf = _release(found.get("llamafactory", version("llamafactory")))
+    if lf is not None and lf[:3] >= (0, 9, 4):  # needs transformers >= 4.55: only a newer torch helps
+        fix = 'pip install "torch>=2.6" (a build for your platform), or start the run anew (lfkit run ... --overwrite)'
+    else:
+        fix = 'pip install "transformers<4.52" (LLaMA-Factory 0.9.3 takes 4.51.3, whose Trainer has no such check)'
     return Problem(
         f"transformers {found['transformers']} with torch {found['torch']}: resuming a training run from a "
         "checkpoint fails (transformers 4.52 loads the optimizer state with torch.load only on torch >= 2.6, "
         "CVE-2025-32434)",
-        'pip install "transformers<4.52" (LLaMA-Factory 0.9.3 takes 4.51.3, whose Trainer has no such check)',
+        fix,
     )
 
 

@@ -17,9 +17,10 @@ what CI tests it on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from packaging.version import InvalidVersion, Version
+if TYPE_CHECKING:  # packaging is imported where a version is compared: this module loads with the plugins
+    from packaging.version import Version
 
 # The range lfkit is tested on (CI runs 0.9.3 and 0.9.5); every LLaMA-Factory guard uses it.
 SUPPORTED = ">=0.9.3,<0.10"
@@ -28,6 +29,8 @@ RANGE = {"llamafactory": SUPPORTED}
 
 def installed() -> Version | None:
     """The installed LLaMA-Factory's version (lfkit.installed_dists: no import of it)."""
+    from packaging.version import Version
+
     from .installed_dists import version
 
     found = version("llamafactory")
@@ -39,6 +42,8 @@ def installed() -> Version | None:
 
 def _from(release: str) -> bool:
     """Is the installed LLaMA-Factory ``release`` or newer? (An unknown one counts as the newest.)"""
+    from packaging.version import Version
+
     found = installed()
     return found is None or found.release >= Version(release).release
 
@@ -151,6 +156,8 @@ LABELS = {"llamafactory": "LLaMA-Factory", "torch": "torch", "python": "Python",
 
 def _release(found: str | None) -> Version | None:
     """``found``'s release numbers alone (no pre-release, no local build tag), or None."""
+    from packaging.version import InvalidVersion, Version
+
     try:
         return Version(".".join(map(str, Version(found).release))) if found else None
     except InvalidVersion:
@@ -159,6 +166,8 @@ def _release(found: str | None) -> Version | None:
 
 def same_version(a: str | None, b: str | None) -> bool:
     """Do two version strings name one release build (``2.11.0`` and ``2.11.0+cu130`` do)?"""
+    from packaging.version import InvalidVersion, Version
+
     try:
         return a is not None and b is not None and Version(a).public == Version(b).public
     except InvalidVersion:

@@ -64,7 +64,7 @@ PATCH = Patch(
     apply=_apply,
     reference="https://github.com/pytorch/pytorch/pull/110716 (torch.cpu.set_device, torch 2.2); "
     "accelerate state.py PartialState.set_device",
-    platforms=frozenset({"cpu"}),
+    # every platform: a DTK or ROCm torch on a node without a card runs its workers on the CPU too
     # Verified on accelerate 1.7.0, the newest LLaMA-Factory 0.9.3 takes, the only LLaMA-Factory lfkit
     # supports on torch < 2.2; on a newer torch there is nothing to fix whatever accelerate does.
     condition=nothing_to_fix,

@@ -80,3 +80,17 @@ def test_pip_install_of_the_checkout_leaves_the_users_stack_as_it_was(throwaway,
     assert not [p.name for p in purelib.iterdir() if p.name.split("-")[0].lower() in KEPT]
     # and lfkit itself is there, from the wheel pip built
     assert any(p.name.startswith("lfkit-") and p.name.endswith(".dist-info") for p in purelib.iterdir())
+
+
+def test_the_torch_requirement_keeps_dtk_builds_whose_versions_are_pre_releases():
+    """DTK names its torch builds as pre-releases (the DCU field guide's 2.1.0a0+git793d2b5.abi0.dtk2310): a
+    requirement that did not count them would make pip install PyPI's torch over DTK's."""
+    import re
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pyproject = (REPO / "pyproject.toml").read_text()
+    (torch,) = [Requirement(r) for r in re.findall(r'^\s*"(torch[<>=!~][^"]*)"', pyproject, re.M)]
+    for build in ("2.1.0a0+git793d2b5.abi0.dtk2310", "2.1.0+das.opt1.dtk24042", "2.3.0a0+git1b8c6bf", "2.1.2"):
+        assert torch.specifier.contains(Version(build), prereleases=True), build

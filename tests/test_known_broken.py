@@ -150,9 +150,12 @@ def test_transformers_452_on_torch_below_26_cannot_resume_and_is_named():
 
     from lfkit.known_broken import resume_torch_load
 
-    problem = resume_torch_load({"transformers": "4.52.4", "torch": "2.1.2"})
+    problem = resume_torch_load({"transformers": "4.52.4", "torch": "2.1.2", "llamafactory": "0.9.3"})
     assert "resuming a training run from a checkpoint fails" in problem.what
     assert problem.fix.startswith('pip install "transformers<4.52"')
+    # LLaMA-Factory 0.9.5 needs a transformers that has the check: there only a newer torch helps
+    newer = resume_torch_load({"transformers": "4.57.1", "torch": "2.5.1", "llamafactory": "0.9.5"})
+    assert newer.fix.startswith('pip install "torch>=2.6"')
     for fine in ({"transformers": "4.51.3", "torch": "2.1.2"}, {"transformers": "5.6.0", "torch": "2.11.0"}):
         assert resume_torch_load(fine) is None, fine
     # the fact it rests on, in the installed transformers (read as text)

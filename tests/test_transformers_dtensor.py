@@ -15,7 +15,7 @@ from lfkit.rocm_patches import transformers_dtensor
 pytestmark = pytest.mark.both_stacks
 PATCH_ID = "transformers-dtensor-import"
 TORCH, TRANSFORMERS = version("torch"), version("transformers")
-NEEDS_FIX = Version(TORCH) < Version("2.5") and Version(TRANSFORMERS).release[:2] == (4, 52)
+NEEDS_FIX = Version(TORCH).release[:2] < (2, 5) and Version(TRANSFORMERS).release[:2] == (4, 52)
 STACK = f"torch {TORCH}, transformers {TRANSFORMERS}"
 
 
@@ -23,7 +23,7 @@ def nothing_to_fix_here() -> str | None:
     """The reason the patch should give on this stack (None: it must apply)."""
     if NEEDS_FIX:
         return None
-    if Version(TORCH) >= Version("2.5"):
+    if Version(TORCH).release[:2] >= (2, 5):
         return f"torch {TORCH} has DTensor in torch.distributed.tensor"
     if Version(TRANSFORMERS) < Version("4.52"):
         return f"transformers {TRANSFORMERS} does not import DTensor on torch < 2.5"
