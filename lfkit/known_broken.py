@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .installed_dists import version
+from .lf_versions import release
 from .patching import Status, disabled_ids
 from .problems import Problem
 
@@ -40,22 +41,13 @@ RESUME_GATE_TRANSFORMERS = (4, 52)
 RESUME_GATE_TORCH = (2, 6)
 
 
-def _release(found: str | None) -> tuple[int, ...] | None:
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return Version(found).release if found else None
-    except InvalidVersion:
-        return None
-
-
 def numpy_pyarrow(found: dict[str, str | None] | None = None) -> Problem | None:
     """pyarrow 26+ with numpy 1: ``import datasets`` (so every LLaMA-Factory import) fails."""
     found = found or {name: version(name) for name in ("numpy", "pyarrow", "torch")}
-    numpy, pyarrow = _release(found.get("numpy")), _release(found.get("pyarrow"))
+    numpy, pyarrow = release(found.get("numpy")), release(found.get("pyarrow"))
     if numpy is None or pyarrow is None or numpy[0] >= 2 or pyarrow[0] < PYARROW_NEEDS_NUMPY2:
         return None
-    torch = _release(found.get("torch"))
+    torch = release(found.get("torch"))
     keep = f"keep numpy 1: torch {found['torch']} is built for it" if torch and torch[:2] < (2, 3) else "keep numpy 1"
     return Problem(
         f"pyarrow {found['pyarrow']} needs NumPy 2 and numpy {found['numpy']} is installed: `import datasets`, "
@@ -67,7 +59,7 @@ def numpy_pyarrow(found: dict[str, str | None] | None = None) -> Problem | None:
 def torch_setuptools(found: dict[str, str | None] | None = None) -> Problem | None:
     """torch < 2.2 with setuptools 81+: torch.utils.cpp_extension (DeepSpeed's ops, JIT builds) fails."""
     found = found or {name: version(name) for name in ("torch", "setuptools")}
-    torch, setuptools = _release(found.get("torch")), _release(found.get("setuptools"))
+    torch, setuptools = release(found.get("torch")), release(found.get("setuptools"))
     if torch is None or setuptools is None or torch[:2] >= PKG_RESOURCES_TORCH:
         return None
     if setuptools[0] < SETUPTOOLS_WITHOUT_PKG_RESOURCES:
@@ -83,12 +75,12 @@ def torch_setuptools(found: dict[str, str | None] | None = None) -> Problem | No
 def resume_torch_load(found: dict[str, str | None] | None = None) -> Problem | None:
     """transformers 4.52+ with torch < 2.6: a training run cannot resume from its checkpoints."""
     found = found or {name: version(name) for name in ("transformers", "torch")}
-    transformers, torch = _release(found.get("transformers")), _release(found.get("torch"))
+    transformers, torch = release(found.get("transformers")), release(found.get("torch"))
     if transformers is None or torch is None or transformers[:2] < RESUME_GATE_TRANSFORMERS:
         return None
     if torch[:2] >= RESUME_GATE_TORCH:
         return None
-    lf = _release(found.get("llamafactory", version("llamafactory")))
+    lf = release(found.get("llamafactory", version("llamafactory")))
     if lf is not None and lf[:3] >= (0, 9, 4):  # needs transformers >= 4.55: only a newer torch helps
         fix = 'pip install "torch>=2.6" (a build for your platform), or start the run anew (lfkit run ... --overwrite)'
     else:
@@ -105,7 +97,7 @@ def transformers_dtensor(patches: Any, found: dict[str, str | None] | None = Non
     """transformers 4.52 with torch < 2.5, and the patch that mends it off, missing or skipped
     (``patches``: the plugin manager's patch registry; the patch is looked up by its id)."""
     found = found or {name: version(name) for name in ("transformers", "torch")}
-    transformers, torch = _release(found.get("transformers")), _release(found.get("torch"))
+    transformers, torch = release(found.get("transformers")), release(found.get("torch"))
     if transformers is None or torch is None or transformers[:2] != DTENSOR_TRANSFORMERS:
         return None
     if torch[:2] >= DTENSOR_TORCH:

@@ -105,9 +105,12 @@ class Part:
 
     def holds(self, found: str | None) -> bool:
         from packaging.specifiers import SpecifierSet  # not at interpreter start: lfkit.lifecycle imports this module
+        from packaging.version import Version
 
-        release = _release(found)
-        return release is not None and SpecifierSet(self.spec, prereleases=True).contains(release)
+        numbers = release(found)
+        return numbers is not None and SpecifierSet(self.spec, prereleases=True).contains(
+            Version(".".join(map(str, numbers)))
+        )
 
 
 @dataclass(frozen=True)
@@ -154,12 +157,13 @@ STACKS = (
 LABELS = {"llamafactory": "LLaMA-Factory", "torch": "torch", "python": "Python", "transformers": "transformers"}
 
 
-def _release(found: str | None) -> Version | None:
-    """``found``'s release numbers alone (no pre-release, no local build tag), or None."""
+def release(found: str | None) -> tuple[int, ...] | None:
+    """``found``'s release numbers alone (no pre-release, no local build tag: DTK's
+    ``2.1.0a0+git793d2b5.abi0.dtk2310`` is ``(2, 1, 0)``), or None for no or an unreadable version."""
     from packaging.version import InvalidVersion, Version
 
     try:
-        return Version(".".join(map(str, Version(found).release))) if found else None
+        return Version(found).release if found else None
     except InvalidVersion:
         return None
 

@@ -12,27 +12,18 @@ and leaves every other kind of device to accelerate.
 from __future__ import annotations
 
 from lfkit.installed_dists import version
+from lfkit.lf_versions import release
 from lfkit.patching import Patch, PatchContext, SkipPatch
 
 # torch.cpu.set_device: added in torch 2.2 (pytorch PR 110716)
 FIRST_TORCH_WITH_IT = (2, 2)
 
 
-def _torch_release() -> tuple[int, ...] | None:
-    from packaging.version import InvalidVersion, Version
-
-    found = version("torch")
-    try:
-        return Version(found).release if found else None
-    except InvalidVersion:
-        return None
-
-
 def nothing_to_fix() -> str | None:
-    release = _torch_release()
-    if release is None:
+    torch = release(version("torch"))
+    if torch is None:
         return "torch is not installed"
-    if release[:2] >= FIRST_TORCH_WITH_IT:
+    if torch[:2] >= FIRST_TORCH_WITH_IT:
         return f"torch {version('torch')} has torch.cpu.set_device"
     return None
 

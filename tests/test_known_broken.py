@@ -131,7 +131,7 @@ def test_torch_below_22_with_setuptools_81_is_named_with_its_fix():
     import importlib.util
 
     from lfkit.known_broken import torch_setuptools
-    from lfkit.lf_versions import _release
+    from lfkit.lf_versions import release
 
     problem = torch_setuptools({"torch": "2.1.0a0+git793d2b5.abi0.dtk2310", "setuptools": "84.2.1"})
     assert "No module named 'pkg_resources'" in problem.what and problem.fix == 'pip install "setuptools<81"'
@@ -141,7 +141,7 @@ def test_torch_below_22_with_setuptools_81_is_named_with_its_fix():
     source = open(importlib.util.find_spec("torch.utils.cpp_extension").origin, encoding="utf-8").read()
     import torch
 
-    older = _release(torch.__version__).release[:2] < (2, 2)
+    older = release(torch.__version__)[:2] < (2, 2)
     assert ("from pkg_resources import" in source) == older
 
 

@@ -123,9 +123,9 @@ def test_expandable_segments_reproduced_then_only_that_option_dropped(tmp_path):
         "PYTORCH_ALLOC_CONF": None,
     }
     from lfkit.installed_dists import version
-    from lfkit.lf_versions import _release
+    from lfkit.lf_versions import release
 
-    old_torch = _release(version("torch")).release[:2] < (2, 11)  # the DCU stack's 2.1: no HIP support at all
+    old_torch = release(version("torch"))[:2] < (2, 11)  # the DCU stack's 2.1: no HIP support at all
     why = "has no expandable segments on HIP (added in 2.11)" if old_torch else "HIP 6.2.41133 is below ROCm 7.0"
     assert fixed["patch"][0] == "applied" and why in fixed["patch"][1], fixed["patch"]
     assert fixed["cmd0"] != "torchrun"  # the lf-torchrun patch still sits on the same call
