@@ -122,7 +122,7 @@ def bitsandbytes_of(point: dict) -> str:
 
 
 def plan_bytes(point: dict) -> int:
-    return plan_of(point).peak
+    return plan_of(point).reading
 
 
 def compare(point: dict) -> list[dict]:
@@ -135,7 +135,7 @@ def compare(point: dict) -> list[dict]:
         readings.append((point["id"] + "a", int(alt["value"]), alt.get("what", "")))
     found = []
     for pid, measured, what in readings:
-        planned = tensors if allocated_only(what) else plan.peak
+        planned = tensors if allocated_only(what) else plan.reading
         found.append({
             "id": pid,
             "model": point["model"],

@@ -1,6 +1,6 @@
 """The memory plan of LlamaBoard's current choices, as one line under the train tab's settings.
 
-"14.8 GiB of 16 GiB per card: fits", or what does not fit and the cheapest change that does. The
+"needs 14.8 GiB of 16 GiB per card: fits", or what does not fit and the cheapest change that does. The
 arguments are LLaMA-Factory's own (the web UI's ``Runner._parse_train_args``, what Start would
 train); the plan is lfkit's (``lfkit.planning``) at the cutoff length. It is worked out in a thread
 of its own with a short timeout and never blocks the UI; a model folder without config.json (a hub
@@ -101,17 +101,17 @@ def plan_line(args: dict[str, Any], target_text: Any) -> str:
         name="train", args={k: v for k, v in args.items() if k != "dataset"}, lfkit_args=own, datasets={}
     )
     result = plan_step(step)
-    peak, s = result.peak / GIB, result.estimate.setting
+    needed, s = result.needed / GIB, result.estimate.setting
     shape = f"{s.seq_len} tokens x micro-batch {s.micro_batch}"
     if result.target is None:
-        return f"{PREFIX} {peak:.1f} GiB per card ({shape}); type a card size to compare"
+        return f"{PREFIX} needs {needed:.1f} GiB per card ({shape}); type a card size to compare"
     card = f"{result.target / GIB:.3g} GiB"
     if result.fits:
-        return f"{PREFIX} {peak:.1f} GiB of {card} per card: fits ({shape})"
-    line = f"{PREFIX} {peak:.1f} GiB of {card} per card: does not fit ({shape})"
+        return f"{PREFIX} needs {needed:.1f} GiB of {card} per card: fits ({shape})"
+    line = f"{PREFIX} needs {needed:.1f} GiB of {card} per card: does not fit ({shape})"
     if result.suggestions:
         best = result.suggestions[0]
-        line += f"; cheapest change: {_change_words(best.change)} ({best.estimate.peak / GIB:.1f} GiB)"
+        line += f"; cheapest change: {_change_words(best.change)} ({best.estimate.needed / GIB:.1f} GiB)"
     return line
 
 

@@ -32,11 +32,11 @@ class Fit:
     data_tokens: int  # the sequence the step sees now (longest sample or cutoff_len)
     data_source: str
     longest_tokens: int | None  # None: not even one token per sample fits
-    longest_peak: int | None
+    longest_needed: int | None
     limit: int  # the longest the search tried (the model's max_position_embeddings where given)
     best_micro_batch: int | None  # None: not even a micro-batch of 1 fits
     best_accumulation: int | None
-    best_peak: int | None
+    best_needed: int | None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -50,7 +50,7 @@ class Fit:
             at_limit = " (the model's limit)" if self.longest_tokens >= self.limit else ""
             line = (
                 f"longest sequence at micro-batch {self.micro_batch}: {self.longest_tokens:,} tokens{at_limit} "
-                f"(cutoff_len={self.longest_tokens}, {self.longest_peak / 2**30:.2f} GiB); "
+                f"(cutoff_len={self.longest_tokens}, {self.longest_needed / 2**30:.2f} GiB); "
                 f"the step now sees {self.data_tokens:,} tokens: {self.data_source}"
             )
             if self.data_source.startswith("longest") and self.longest_tokens > self.data_tokens:
@@ -63,7 +63,7 @@ class Fit:
             out.append(
                 f"largest micro-batch at {self.data_tokens:,} tokens, global batch {global_batch} kept: "
                 f"per_device_train_batch_size={self.best_micro_batch} "
-                f"gradient_accumulation_steps={self.best_accumulation} ({self.best_peak / 2**30:.2f} GiB)"
+                f"gradient_accumulation_steps={self.best_accumulation} ({self.best_needed / 2**30:.2f} GiB)"
             )
         return out
 
@@ -93,20 +93,20 @@ def what_fits(
     micro = int(args.get("per_device_train_batch_size") or 8)
     accumulation = int(args.get("gradient_accumulation_steps") or 1)
     limit = limit or LONGEST_TRIED
-    peaks: dict[int, int] = {}
+    needs: dict[int, int] = {}
 
     def sequence_fits(seq: int) -> bool:
-        peaks[seq] = estimate_at({**args, "cutoff_len": seq}, seq).peak
-        return peaks[seq] <= target
+        needs[seq] = estimate_at({**args, "cutoff_len": seq}, seq).needed
+        return needs[seq] <= target
 
     longest = _largest(sequence_fits, 1, limit)
     global_batch = micro * accumulation
-    best = best_peak = None
+    best = best_needed = None
     for candidate in sorted((d for d in range(1, global_batch + 1) if global_batch % d == 0), reverse=True):
         change = {"per_device_train_batch_size": candidate, "gradient_accumulation_steps": global_batch // candidate}
-        peak = estimate_at({**args, **change}, tokens).peak
-        if peak <= target:
-            best, best_peak = candidate, peak
+        needed = estimate_at({**args, **change}, tokens).needed
+        if needed <= target:
+            best, best_needed = candidate, needed
             break
     return Fit(
         target=target,
@@ -115,9 +115,9 @@ def what_fits(
         data_tokens=tokens,
         data_source=source,
         longest_tokens=longest,
-        longest_peak=None if longest is None else peaks[longest],
+        longest_needed=None if longest is None else needs[longest],
         limit=limit,
         best_micro_batch=best,
         best_accumulation=None if best is None else global_batch // best,
-        best_peak=best_peak,
+        best_needed=best_needed,
     )

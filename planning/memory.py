@@ -23,6 +23,7 @@ from typing import Any
 
 from lfkit.flags import truthy
 
+from . import zero as zero_settings
 from .shapes import ModelShape
 from .trainable import Training, lora_targets, training
 
@@ -30,14 +31,26 @@ GIB = 2**30
 # A CUDA / HIP context, cuBLAS/hipBLAS workspaces and the allocator's first blocks, before
 # any tensor exists: what max_memory_allocated does not see but the card loses.
 CONTEXT_BYTES = 512 * 2**20
+# With more than one worker, NCCL / RCCL's buffers and streams besides, outside PyTorch's allocator:
+# LLaMA-Factory issue 1221 (8 x V100 32 GB, ZeRO-2) went out of memory with 31.75 GiB total, 28.28 GiB
+# allocated and reserved, 1.95 GiB free: 1.52 GiB outside PyTorch, a context and about 1 GiB more.
+COMMUNICATOR_BYTES = 2**30
 # What the caching allocator holds beyond the live tensors at their peak (freed blocks it keeps,
-# blocks split for smaller tensors): what nvidia-smi / rocm-smi and the out-of-memory message count
+# blocks split for smaller tensors): what nvidia-smi / rocm-smi and max_memory_reserved show
 # and max_memory_allocated does not. It grows with what is allocated and freed at every step
 # (activations, the loss's tensors, gradients), not with the weights, allocated once. Measured pairs
 # of the two on the Hugging Face stack (fms-acceleration's A100 benchmark, published_peaks.json
 # p27-p31: nvidia-smi less the context, minus max_memory_allocated, over those rows of the plan):
 # 0.25-0.37 for LoRA and QLoRA at micro-batch 4 and 8 x 4096 tokens, 0.28 for full fine-tuning.
 RESERVE_FRACTION = 0.35
+# Most of that reserve is whole cached blocks, which the allocator hands back to the driver and tries
+# again before it raises out-of-memory (CUDACachingAllocator: release_cached_blocks, then alloc_block
+# once more); only blocks split for a tensor still alive stay. So a run needs only this share of the
+# reserve. Out-of-memory messages give it as "reserved" less "allocated" after that release: 0 of
+# 28.28 GiB (LLaMA-Factory issue 1221, full ZeRO-2), 0.20 of 30.35 GiB (a Baichuan QLoRA without
+# checkpointing, 0.6 % of its card), 0.38 of 20.60 GiB (a ZeRO-2 LLaMA-2 pre-training on an A10);
+# benchmarks/oom_observations.json keeps them.
+FRAGMENTATION_FRACTION = 0.05
 # Batches of different lengths (LLaMA-Factory pads each batch to its own longest sample) leave the
 # allocator holding blocks sized for earlier lengths beside those of the current one, above all the
 # logits and the loss's float32 copies, the largest tensors of a step. Counted in float32 logits
@@ -60,15 +73,21 @@ ROW_TITLES = {
     "weights": "weights (frozen)",
     "trainable": "trainable parameters",
     "gradients": "gradients",
+    "buckets": "ZeRO reduce buckets",
+    "gathered": "ZeRO-3 gathered parameters",
     "optimizer": "optimizer states",
     "activations": "activations",
     "logits": "logits and loss",
+    "step": "optimizer step, beyond the freed activations",
     "overhead": "runtime overhead",
-    "reserve": "allocator reserve",
+    "fragmentation": "allocator: split blocks",
+    "cached": "allocator: cached free blocks",
     "lengths": "allocator: earlier batch lengths",
 }
 # What the device loses beyond live tensors (max_memory_allocated counts none of these).
-ALLOCATOR_ROWS = ("overhead", "reserve", "lengths")
+ALLOCATOR_ROWS = ("overhead", "fragmentation", "cached", "lengths")
+# What nvidia-smi shows and a run does not need: blocks the allocator returns before out-of-memory.
+READING_ROWS = ("cached", "lengths")
 
 
 @dataclass
@@ -97,9 +116,12 @@ class Setting:
     lengths_vary: bool = True  # batches of different lengths (no packing, most samples short of the longest)
     quantized_keep_inputs: bool = False  # bitsandbytes keeps each quantized Linear's input for backward
     bitsandbytes: str | None = None  # the version the QLoRA rows assume
+    zero: zero_settings.ZeroConfig | None = None  # the DeepSpeed config's ZeRO settings
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["zero"] = self.zero.as_dict() if self.zero else None
+        return out
 
     def describe(self) -> str:
         method = self.method + (f" rank {self.lora_rank}" if self.lora_rank else "") + (" DoRA" if self.dora else "")
@@ -110,7 +132,7 @@ class Setting:
             parts.append(f"{self.quantization_bit}-bit base (QLoRA; {version}{kept})")
         parts.append(f"weights {self.dtype}, trainable {self.trainable_dtype}")
         parts.append(f"micro-batch {self.micro_batch} x {self.seq_len} tokens ({self.seq_source})")
-        parts.append("batch lengths vary" if self.lengths_vary else "most samples at the longest length")
+        parts.append("batch lengths vary" if self.lengths_vary else "batches all of the longest length")
         parts.append("gradient checkpointing " + ("on" if self.checkpointing else "off"))
         if self.attention == "eager":
             parts.append("eager attention (seq x seq scores)")
@@ -131,26 +153,30 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def peak(self) -> int:
+    def needed(self) -> int:
+        """What must be free on the card for the step not to go out of memory: the live tensors at their
+        peak, the context and the blocks the allocator cannot hand back."""
+        return sum(v for k, v in self.rows.items() if k not in READING_ROWS)
+
+    @property
+    def reading(self) -> int:
+        """What nvidia-smi / rocm-smi / max_memory_reserved will show: also the cached blocks a run does
+        not need (freed, or sized for earlier batch lengths)."""
         return sum(self.rows.values())
 
     @property
     def tensors(self) -> int:
         """The live tensors at the peak: what max_memory_allocated reports."""
-        return self.peak - sum(self.rows.get(k, 0) for k in ALLOCATOR_ROWS)
+        return self.reading - sum(self.rows.get(k, 0) for k in ALLOCATOR_ROWS)
 
 
-def zero_config(value: Any) -> dict[str, Any]:
-    """The ZeRO section of a step's DeepSpeed config (a preset or a file; resolution checked it already)."""
+def deepspeed_config(value: Any) -> dict[str, Any]:
+    """A step's whole DeepSpeed config (a preset or a file; resolution checked it already)."""
     if not value:
         return {}
     from lfkit.launching.deepspeed import config_path, read_config
 
-    return read_config(config_path(str(value))).get("zero_optimization") or {}
-
-
-def _offloaded(zero: dict[str, Any], key: str) -> bool:
-    return str((zero.get(key) or {}).get("device", "none")).lower() in {"cpu", "nvme"}
+    return read_config(config_path(str(value)))
 
 
 def compute_dtype(args: dict[str, Any], shape: ModelShape, device: str) -> str:
@@ -175,11 +201,8 @@ def setting_for(
     bitsandbytes: str | None = None,
 ) -> Setting:
     dtype = compute_dtype(args, shape, device)
-    zero = zero_config(args.get("deepspeed"))
-    stage = None
-    if args.get("deepspeed"):
-        given = zero.get("stage", 0)
-        stage = int(given) if str(given).isdigit() else 0
+    zero = zero_settings.read(deepspeed_config(args.get("deepspeed")), shape.hidden) if args.get("deepspeed") else None
+    stage = zero.stage if zero else None
     qbit = args.get("quantization_bit")
     method = str(args.get("finetuning_type") or "lora")
     upcast = not (truthy(args.get("pure_bf16")) or truthy(args.get("use_badam"))) and not (stage == 3 and not qbit)
@@ -199,8 +222,9 @@ def setting_for(
         seq_source=seq_source,
         workers=workers,
         zero_stage=stage,
-        offload_optimizer=_offloaded(zero, "offload_optimizer"),
-        offload_param=_offloaded(zero, "offload_param"),
+        offload_optimizer=bool(zero and zero.offload_optimizer),
+        offload_param=bool(zero and zero.offload_param),
+        zero=zero,
         quantization_bit=int(qbit) if qbit else None,
         optimizer=str(args.get("optim") or "AdamW (the default)"),
         lora_rank=int(args.get("lora_rank", 8)) if method == "lora" else None,
@@ -312,6 +336,30 @@ def _activation_bytes(shape: ModelShape, train: Training, s: Setting, args: dict
     return tokens * (kept + working + final_norm) + autocast_copies + scores
 
 
+def _zero_bytes(
+    shape: ModelShape, train: Training, s: Setting, weights: int, optimizer: int
+) -> zero_settings.ZeroBytes:
+    """DeepSpeed's buffers for the step (planning/zero.py), from the rows the plan would have without it."""
+    c = DTYPE_BYTES[s.dtype]
+    m = train.trainable_numel
+    master = m * 4 if c < 4 else 0
+    modules: dict[str, int] = {}
+    for t in shape.tensors:
+        modules[t.module] = modules.get(t.module, 0) + t.numel
+    threshold = s.zero.persistence_threshold
+    return zero_settings.allocated(
+        s.zero,
+        trainable=m,
+        frozen=sum(t.numel for t in train.frozen),
+        workers=s.workers,
+        half_bytes=c,
+        largest_module=max(modules.values(), default=0),
+        persistent=sum(t.numel for t in shape.tensors if t.numel <= threshold) if s.zero.stage == 3 else 0,
+        optimizer_states=max(0, optimizer - master),
+        frozen_bytes_whole=weights,
+    )
+
+
 def estimate(
     shape: ModelShape,
     args: dict[str, Any],
@@ -340,40 +388,38 @@ def estimate(
     gradients = m * DTYPE_BYTES[s.trainable_dtype]
     optimizer = _optimizer_bytes(train, s)
     notes: list[str] = []
-    if s.zero_stage is not None:
-        w = max(s.workers, 1)
-        bucket = 2 * shape.hidden * shape.hidden * c  # reduce buckets of hidden^2 values ("auto")
-        if s.zero_stage >= 1:
-            optimizer //= w
-        if s.offload_optimizer:
-            optimizer = 0
-        if s.zero_stage >= 2:
-            gradients = gradients // w + bucket
-        if s.offload_optimizer:
-            gradients = bucket
-        if s.zero_stage == 3:
-            largest_layer = max(
-                sum(t.numel for t in shape.tensors if t.layer == i) for i in range(max(shape.layers, 1))
-            )
-            gathered = 2 * largest_layer * c  # the layer in use and the one prefetched
-            weights = (0 if s.offload_param else weights // w) + gathered
-            trainable = 0 if s.offload_param else trainable // w
+    extra = {"buckets": 0, "gathered": 0}
+    step = 0
+    if s.zero is not None:
+        zero = _zero_bytes(shape, train, s, weights, optimizer)
+        weights, trainable, gradients = zero.frozen, zero.params16, zero.grads16
+        optimizer = zero.master + zero.states
+        extra = {"buckets": zero.buckets, "gathered": zero.gathered}
+        step = zero.step_grads32 + zero.step_scratch
         if s.offload_optimizer or s.offload_param:
             notes.append("CPU offload needs DeepSpeed's CPUAdam op, which does not build on some ROCm versions")
     activations = _activation_bytes(shape, train, s, args)
     # the logits, their float32 copy, log-probs (and what a model's own loss code copies besides)
     logits = s.micro_batch * s.seq_len * shape.vocab * (c + 4 + 4 + 4 * shape.loss_copies)
+    # the optimizer step comes after the backward pass has freed the activations, the logits and ZeRO-3's
+    # gathered parameters: only what it allocates beyond them raises the peak (the reduce buckets may
+    # stay: DeepSpeed 0.19 frees ZeRO-2's before the step, older releases and ZeRO-3 keep them)
+    passing = activations + logits + extra["gathered"]
     rows = {
         "weights": weights,
         "trainable": trainable,
         "gradients": gradients,
+        **extra,
         "optimizer": optimizer,
         "activations": activations,
         "logits": logits,
-        "overhead": CONTEXT_BYTES if device == "gpu" else 0,
+        "step": max(0, step - passing),
+        "overhead": (CONTEXT_BYTES + (COMMUNICATOR_BYTES if s.workers > 1 else 0)) if device == "gpu" else 0,
     }
     changing = rows["activations"] + rows["logits"] + rows["gradients"]
-    rows["reserve"] = int(changing * RESERVE_FRACTION) if device == "gpu" else 0
+    reserve = int(changing * RESERVE_FRACTION) if device == "gpu" else 0
+    rows["fragmentation"] = int(changing * FRAGMENTATION_FRACTION) if device == "gpu" else 0
+    rows["cached"] = reserve - rows["fragmentation"]
     varying = s.lengths_vary and device == "gpu"
     rows["lengths"] = int(VARYING_LENGTH_LOGITS * s.micro_batch * s.seq_len * shape.vocab * 4) if varying else 0
     if rows["lengths"] > GIB:
@@ -386,7 +432,7 @@ def estimate(
         if eager > GIB:
             notes.append(
                 f"{shape.own_attention} keeps seq x seq attention scores in training: with that code this step "
-                f"needs about {eager * (1 + RESERVE_FRACTION) / GIB:.1f} GiB more (flash_attn=disabled plans it)"
+                f"needs about {eager * (1 + FRAGMENTATION_FRACTION) / GIB:.1f} GiB more (flash_attn=disabled plans it)"
             )
     parameters = {"total": shape.parameters, "trainable": m}
     return Estimate(s, rows, parameters, notes)

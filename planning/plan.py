@@ -15,7 +15,7 @@ from typing import Any
 from lfkit.errors import UsageError
 
 from .fit import Fit, what_fits
-from .memory import GIB, Estimate, estimate
+from .memory import GIB, READING_ROWS, Estimate, estimate
 from .sequence import longest_sample
 from .shapes import ModelShape, model_shape, read_config
 from .suggest import Suggestion, suggestions
@@ -53,14 +53,26 @@ class StepPlan:
     fit: Fit | None = None
     traced: Any = None  # planning.trace.Traced, with --trace
 
+    def _traced(self, rows: tuple[str, ...]) -> int:
+        """With a trace: the traced tensors, and the formula's allocator rows scaled to them."""
+        e = self.estimate
+        scale = self.traced.peak / e.tensors if e.tensors else 0
+        scaled = sum(int(e.rows[k] * scale) for k in rows if k in ("fragmentation", "cached"))
+        return self.traced.peak + sum(e.rows[k] for k in rows if k in ("overhead", "lengths")) + scaled
+
     @property
-    def peak(self) -> int:
-        """The formula's peak, or with a trace: the traced tensors and the formula's GPU-only rows."""
+    def needed(self) -> int:
+        """What must be free on the card: the formula's, or the traced tensors with the formula's GPU rows."""
         if self.traced is None:
-            return self.estimate.peak
-        rows, tensors = self.estimate.rows, self.estimate.tensors
-        reserve = int(rows["reserve"] * self.traced.peak / tensors) if tensors else 0
-        return self.traced.peak + rows["overhead"] + reserve + rows["lengths"]
+            return self.estimate.needed
+        return self._traced(("overhead", "fragmentation"))
+
+    @property
+    def reading(self) -> int:
+        """What nvidia-smi / rocm-smi will show at the peak (cached blocks included)."""
+        if self.traced is None:
+            return self.estimate.reading
+        return self._traced(("overhead", "fragmentation", "cached", "lengths"))
 
     @property
     def answered_by(self) -> str:
@@ -68,23 +80,26 @@ class StepPlan:
 
     @property
     def fits(self) -> bool | None:
-        return None if self.target is None else self.peak <= self.target
+        return None if self.target is None else self.needed <= self.target
 
     @property
     def refused(self) -> bool:
-        return self.target is not None and self.peak > self.target * (1 + MARGIN)
+        return self.target is not None and self.needed > self.target * (1 + MARGIN)
 
     def as_dict(self) -> dict[str, Any]:
         e = self.estimate
         return {
             "step": self.step,
-            "peak_bytes": self.peak,
+            "needed_bytes": self.needed,
+            "reading_bytes": self.reading,
             "answered_by": self.answered_by,
-            "formula_peak_bytes": e.peak,
+            "formula_needed_bytes": e.needed,
+            "formula_reading_bytes": e.reading,
             "target_bytes": self.target,
             "target_source": self.target_source,
             "fits": self.fits,
-            "rows": dict(e.rows),
+            "rows": {k: v for k, v in e.rows.items() if k not in READING_ROWS},
+            "reading_rows": {k: e.rows[k] for k in READING_ROWS},
             "assumes": e.setting.as_dict(),
             "sequence": {"tokens": e.setting.seq_len, "source": e.setting.seq_source},
             "parameters": dict(e.parameters),
@@ -189,12 +204,12 @@ def plan_run(plan, devices: int | None = None, fit: bool = False, trace: bool = 
 def refusal(step_plan: StepPlan) -> str:
     """The preflight's one line for a step that will not fit."""
     line = (
-        f"step {step_plan.step} needs about {step_plan.peak / GIB:.1f} GiB per worker; {step_plan.target_source} has "
+        f"step {step_plan.step} needs about {step_plan.needed / GIB:.1f} GiB per worker; {step_plan.target_source} has "
         f"{step_plan.target / GIB:.1f} GiB"
     )
     if step_plan.suggestions:
         best = step_plan.suggestions[0]
-        line += f"; try {best.text} ({best.estimate.peak / GIB:.1f} GiB)"
+        line += f"; try {best.text} ({best.estimate.needed / GIB:.1f} GiB)"
     else:
         line += "; no single change fits (see `lfkit plan`)"
     return line + "; `lfkit plan` shows the rows, --no-preflight runs anyway"

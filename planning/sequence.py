@@ -7,7 +7,8 @@ fills them or most samples reach the longest length (cut to cutoff_len): then th
 batch comes within the first steps and every later one fits the blocks it left. The data
 goes through LLaMA-Factory's own pipeline with the model's tokenizer; the answer is cached
 in $LFKIT_HOME by the data's fingerprint and the keys that change tokenization. Without
-data or a tokenizer, the plan falls back to cutoff_len and says so.
+data or a tokenizer, the plan assumes every batch is cutoff_len long and says so: one
+worst case, not two (batches that long leave no blocks of shorter, earlier lengths).
 """
 
 from __future__ import annotations
@@ -114,20 +115,19 @@ def _tokenizer_is_folder_code(model: Path) -> bool:
 
 def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) -> Lengths:
     """The longest sample of a train step, where that figure comes from, and whether batch lengths vary
-    (where the data is not read, they are taken to vary: LLaMA-Factory pads each batch to its own)."""
+    (where the data is not read, every batch is taken at cutoff_len)."""
     cutoff = int(args.get("cutoff_len") or 2048)
     if truthy(args.get("packing")) or truthy(args.get("neat_packing")):
         return Lengths(cutoff, "cutoff_len (packing fills every sequence)", vary=False)
     if not args.get("dataset"):
-        return Lengths(cutoff, "cutoff_len (no dataset given)", vary=True)
+        return _assumed(cutoff, "no dataset given")
     if truthy(args.get("streaming")):
-        return Lengths(cutoff, "cutoff_len (a streamed dataset is not read ahead)", vary=True)
+        return _assumed(cutoff, "a streamed dataset is not read ahead")
     model = Path(str(args.get("model_name_or_path")))
     if model.is_dir() and not any((model / name).is_file() for name in TOKENIZER_FILES):
-        return Lengths(cutoff, "cutoff_len (no tokenizer in the model folder)", vary=True)
+        return _assumed(cutoff, "no tokenizer in the model folder")
     if model.is_dir() and _tokenizer_is_folder_code(model) and not truthy(args.get("trust_remote_code")):
-        why = "cutoff_len (the tokenizer is the model folder's code: trust_remote_code=true reads the data)"
-        return Lengths(cutoff, why, vary=True)
+        return _assumed(cutoff, "the tokenizer is the model folder's code: trust_remote_code=true reads the data")
     key = _key(args, datasets)
     cached = _read_cache().get(key)
     if cached:
@@ -140,7 +140,7 @@ def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) ->
             tokens, at_longest, samples = _measure(args)
     except Exception as exc:  # noqa: BLE001 - the plan goes on with the bound; the reason is shown
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Lengths(cutoff, f"cutoff_len (the data could not be tokenized here: {reason[:120]})", vary=True)
+        return _assumed(cutoff, f"the data could not be tokenized here: {reason[:120]}")
     try:
         cache = _cache_file()
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +151,12 @@ def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) ->
     except OSError:
         pass  # a read-only LFKIT_HOME only costs the next plan the same measurement
     return Lengths(tokens, f"longest of {samples} samples, tokenized", vary=_vary(at_longest, samples))
+
+
+def _assumed(cutoff: int, why: str) -> Lengths:
+    """Lengths not read: every batch taken at cutoff_len. Shorter batches would need less; they would
+    only show more in nvidia-smi (blocks of earlier lengths, which the allocator hands back)."""
+    return Lengths(cutoff, f"cutoff_len, assumed for every batch ({why})", vary=False)
 
 
 def _vary(at_longest: int, samples: int) -> bool:

@@ -28,7 +28,7 @@ class Suggestion:
         return " ".join(f"{k}={v}" for k, v in self.change.items())
 
     def as_dict(self) -> dict[str, Any]:
-        out = {"change": self.text, "peak_bytes": self.estimate.peak}
+        out = {"change": self.text, "needed_bytes": self.estimate.needed}
         if self.note:
             out["note"] = self.note
         return out
@@ -54,7 +54,7 @@ def suggestions(
 
     def attempt(change: dict[str, Any], own: dict[str, Any] | None = None, note: str = "") -> bool:
         estimate = plan_with({**args, **change}, {**lfkit_args, **(own or {})})
-        if estimate.peak > target:
+        if estimate.needed > target:
             return False
         found.append(Suggestion({**change, **(own or {})}, estimate, note))
         return True

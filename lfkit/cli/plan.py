@@ -40,7 +40,7 @@ def as_json(plans: list) -> dict:
 
 def show(plans: list, out: Console = console) -> None:
     """The table of each train step: rows, what it assumes, the verdict and what to change."""
-    from lfkit.planning.memory import ROW_TITLES
+    from lfkit.planning.memory import READING_ROWS, ROW_TITLES
 
     for p in plans:
         e = p.estimate
@@ -48,9 +48,9 @@ def show(plans: list, out: Console = console) -> None:
         total = e.parameters["total"]
         trainable = e.parameters["trainable"]
         out.print(
-            f"[bold]step {p.step}: {gib(p.peak)} per worker, {verdict}[/bold] (target: {p.target_source}"
+            f"[bold]step {p.step}: needs {gib(p.needed)} per worker, {verdict}[/bold] (target: {p.target_source}"
             + (f", {gib(p.target)})" if p.target else ")")
-            + f"; answered by the {p.answered_by}",
+            + f"; nvidia-smi / rocm-smi would read about {gib(p.reading)}; answered by the {p.answered_by}",
             highlight=False,
         )
         out.print(
@@ -58,9 +58,18 @@ def show(plans: list, out: Console = console) -> None:
             f"({100 * trainable / total:.2f}%); shape from {p.shape.source}",
             highlight=False,
         )
+        shown = [(k, v) for k, v in e.rows.items() if v or k in ("overhead", "fragmentation")]
         _table(out, None, ["row", "bytes", "size"],
-               [(ROW_TITLES[k], f"{v:,}", gib(v)) for k, v in e.rows.items()]
-               + [("peak", f"{e.peak:,}", gib(e.peak))])  # fmt: skip
+               [(ROW_TITLES[k], f"{v:,}", gib(v)) for k, v in shown if k not in READING_ROWS]
+               + [("needed: what must be free on the card", f"{e.needed:,}", gib(e.needed))]
+               + [(ROW_TITLES[k], f"{v:,}", gib(v)) for k, v in shown if k in READING_ROWS]
+               + [("reading: what nvidia-smi shows", f"{e.reading:,}", gib(e.reading))])  # fmt: skip
+        out.print(
+            "the verdict compares 'needed'; the cached blocks above it show in nvidia-smi / rocm-smi, but "
+            "PyTorch hands them back before it would run out of memory",
+            highlight=False,
+            soft_wrap=True,
+        )
         out.print(f"assumes: {e.setting.describe()}", highlight=False)
         if p.traced is not None:
             t = p.traced
@@ -80,8 +89,8 @@ def show(plans: list, out: Console = console) -> None:
             out.print(f"fits: {line}", highlight=False, soft_wrap=True)
         if p.fits is False:
             if p.suggestions:
-                _table(out, "changes that make it fit (cheapest first)", ["add to the command", "peak", "note"],
-                       [(s.text, gib(s.estimate.peak), s.note) for s in p.suggestions])  # fmt: skip
+                _table(out, "changes that make it fit (cheapest first)", ["add to the command", "needed", "note"],
+                       [(s.text, gib(s.estimate.needed), s.note) for s in p.suggestions])  # fmt: skip
             else:
                 out.print("no single change makes it fit; combine them (e.g. QLoRA and a micro-batch of 1)")
 
@@ -89,7 +98,7 @@ def show(plans: list, out: Console = console) -> None:
 def _table(out: Console, title, columns, rows) -> None:
     from lfkit.tables import print_table
 
-    print_table(out, title, columns, rows, numeric=("bytes", "size", "peak"))
+    print_table(out, title, columns, rows, numeric=("bytes", "size", "needed"))
 
 
 def preflight(plan, devices: int | None, skip: bool) -> list:
@@ -126,9 +135,12 @@ def plan_command(
         "the loss and AdamW; no memory used) and let that answer: slower, runs the model's code.",
     ),
 ):
-    """Estimate each train step's peak device memory per worker, in rows, from config.json alone (no weights).
+    """Estimate each train step's device memory per worker, in rows, from config.json alone (no weights).
 
-    Give gpu_memory=16GiB to plan for a card this machine does not have (a login node).
+    Two figures: "needed", what must be free on the card for the step not to run out of memory
+    (the verdict, --fit and the preflight use it), and "reading", what nvidia-smi / rocm-smi will
+    show, cached blocks PyTorch would hand back included. Give gpu_memory=16GiB to plan for a card
+    this machine does not have (a login node).
     """
     backend, assignments = choose_backend(slurm, assignments, sbatch_lines)
     devices = backend.devices_per_node
