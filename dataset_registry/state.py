@@ -22,6 +22,7 @@ from lfkit.errors import UsageError
 from lfkit.locking import locked
 from lfkit.paths import lfkit_home
 from lfkit.registry import valid_name
+from lfkit.state_files import read_bounded, read_text_bounded
 
 from .spec import DatasetSpec
 
@@ -61,7 +62,7 @@ def load() -> dict[str, DatasetSpec]:
     """The registered datasets; whatever cannot be read is reported and left out."""
     path = state_file()
     try:
-        data = path.read_bytes()
+        data = read_bounded(path)
     except (FileNotFoundError, NotADirectoryError):
         return {}
     except OSError as exc:
@@ -97,6 +98,22 @@ def load() -> dict[str, DatasetSpec]:
     return specs
 
 
+def report_set_aside() -> None:
+    """Registries an earlier process set aside as corrupt: named (with the way back) until the user
+    removes them, since the process that renamed one may have been any `import torch`."""
+    path = state_file()
+    try:
+        found = sorted(path.parent.glob(path.name + ".corrupt-*"))
+    except OSError:
+        return
+    for aside in found:
+        problems.report(
+            f"the dataset registry was corrupt and was set aside as {aside}; the datasets it held are not registered",
+            f"mend it and move it back (`mv {aside} {path}`, when {path} does not exist) or {FIX_BY_COMMAND}; "
+            "delete the old file once done",
+        )
+
+
 def _raw(spec: DatasetSpec) -> dict[str, Any]:
     return {
         "file": str(spec.file),
@@ -116,7 +133,7 @@ def _update(change: Callable[[dict[str, Any]], None]) -> None:
         with locked(path.with_name(path.name + ".lock")):
             load()  # sets a corrupt file aside (reported) before it is replaced
             try:
-                raw = json.loads(path.read_text(encoding="utf-8"))
+                raw = json.loads(read_text_bounded(path))
             except FileNotFoundError:
                 raw = {}
             change(raw)

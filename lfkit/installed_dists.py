@@ -20,7 +20,8 @@ import re
 import sys
 from typing import Any
 
-from lfkit.paths import lfkit_home
+from lfkit.paths import lfkit_home, may_write_home
+from lfkit.state_files import read_text_bounded
 
 FORMAT = 1
 _METADATA_FILES = ("METADATA", "PKG-INFO", "entry_points.txt")
@@ -90,7 +91,7 @@ class _Index:
         self.path = lfkit_home() / "cache" / f"installed-{digest}.json"
         self.value: dict[str, Any] | None = None
         try:
-            kept = json.loads(self.path.read_text(encoding="utf-8"))
+            kept = json.loads(read_text_bounded(self.path))
             if kept.get("identity") == self.identity:
                 self.value = kept["value"]
         except (OSError, ValueError, AttributeError, KeyError):
@@ -100,6 +101,8 @@ class _Index:
             self._keep()
 
     def _keep(self) -> None:
+        if not may_write_home():
+            return
         with contextlib.suppress(OSError):
             from lfkit.atomic import write_json
 

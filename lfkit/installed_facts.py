@@ -21,7 +21,8 @@ from typing import Any
 
 from lfkit.atomic import write_json
 from lfkit.installed_dists import version
-from lfkit.paths import lfkit_home
+from lfkit.paths import lfkit_home, may_write_home
+from lfkit.state_files import read_text_bounded
 
 FORMAT = 1
 
@@ -56,12 +57,14 @@ def remembered(name: str, depends_on: dict[str, Any] | None, compute: Callable[[
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     path = lfkit_home() / "cache" / f"{name}-{digest}.json"
     try:
-        kept = json.loads(path.read_text(encoding="utf-8"))
+        kept = json.loads(read_text_bounded(path))
         if kept.get("identity") == identity:
             return kept["value"]
     except (OSError, ValueError, AttributeError, KeyError):
         pass
     value = compute()
+    if not may_write_home():
+        return value
     with contextlib.suppress(OSError):
         write_json(path, {"identity": identity, "value": value})
     return value

@@ -210,3 +210,68 @@ def test_lfkit_runs_find_registered_datasets_without_the_lookup_patch(disabled, 
     assert os.path.isabs(info["telecom_demo"]["file_name"])
     statuses = {p["id"]: p["status"] for p in json.loads((out / "run.json").read_text())["patches"]}
     assert statuses["lf-dataset-lookup"] == "disabled"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "sparse-4GiB"])
+def test_a_registry_that_is_no_regular_file_never_hangs_nor_fills_a_python_start(tmp_path, kind):
+    """A FIFO used to block `import torch` for ever, /dev/zero to eat the memory until the kernel killed
+    it, a 4 GiB sparse file to make it peak at 8 GB: only a regular file of a sane size is read."""
+    home = tmp_path / "home"
+    home.mkdir()
+    registry = home / "datasets.json"
+    if kind == "fifo":
+        os.mkfifo(registry)
+    elif kind == "dev-zero":
+        registry.symlink_to("/dev/zero")
+    else:
+        with open(registry, "wb") as sparse:
+            sparse.truncate(4 * 2**30)
+    result = run([sys.executable, "-c", IMPORT], env=clean_env(LFKIT_HOME=str(home)), timeout=120)
+    assert result.returncode == 0 and "IMPORTED" in result.stdout, result.stderr[-2000:]
+    (warning,) = warnings_of(result)
+    reason = (
+        "4,294,967,296 bytes, more than the 16,777,216 bytes lfkit reads"
+        if kind.startswith("sparse")
+        else "not a regular file"
+    )
+    assert f"cannot read the dataset registry {registry} ({reason})" in warning, warning
+    (problem,) = doctor_problems(home)
+    assert reason in problem["what"] and "LFKIT_HOME" in problem["fix"]
+    listed = run([LFKIT, "datasets", "--json"], env=clean_env(LFKIT_HOME=str(home)), timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert registry.exists() or registry.is_symlink()  # nothing of the user's is moved or deleted
+
+
+def test_doctor_names_a_registry_set_aside_and_the_way_back(tmp_path):
+    """The process that found the registry corrupt renamed it; a later `lfkit doctor` still says where
+    it is and how to have its datasets back, until the user removes it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "datasets.json").write_text('{"mine": {"file": "/data/mine.json"}, ')
+    assert imports(home).returncode == 0
+    (aside,) = home.glob("datasets.json.corrupt-*")
+    (problem,) = doctor_problems(home)
+    assert str(aside) in problem["what"] and "datasets.json" in problem["fix"], problem
+    assert "lfkit data add" in problem["fix"]
+    aside.unlink()
+    assert doctor_problems(home) == []
+
+
+def test_a_plain_python_start_creates_no_home_it_was_not_given(tmp_path):
+    """HOME naming a folder that does not exist, or a relative LFKIT_HOME: `import torch` used to create
+    ~/.local/share/lfkit/cache, or a cache folder wherever the user stood."""
+    missing = tmp_path / "no-such-home"
+    env = clean_env(HOME=str(missing))
+    env.pop("LFKIT_HOME")
+    result = run([sys.executable, "-c", IMPORT], env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not missing.exists()
+    where = tmp_path / "elsewhere"
+    where.mkdir()
+    result = run([sys.executable, "-c", IMPORT], env=clean_env(LFKIT_HOME="relative-home"), cwd=where)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list(where.iterdir()) == []
+    refused = run([LFKIT, "datasets"], env=clean_env(LFKIT_HOME="relative-home"), cwd=where)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "lfkit: error: LFKIT_HOME=relative-home is a relative path; give an absolute one (e.g. $PWD/relative-home)"
+    ], refused.stderr

@@ -54,12 +54,14 @@ def datasets(as_json: bool = JSON_OPTION):
 @app.command()
 def doctor(as_json: bool = JSON_OPTION):
     """Report the platform, library versions, the supported stack, activation, patches, plugins and problems."""
+    from lfkit.dataset_registry.state import report_set_aside
     from lfkit.rocm_patches import bitsandbytes_pin
 
     from ..doctor import collect
     from ..platform_detect import detect_platform
 
     pm = manager()
+    report_set_aside()
     state = pm.patches.states.get(bitsandbytes_pin.PATCH.id)
     platform = detect_platform(with_gpus=True)
     report = collect(pm, platform, bitsandbytes_pin.doctor_report(platform.kind, state))

@@ -63,7 +63,24 @@ def _warn_of_a_bad_simulation() -> None:
             sys.stderr.write(f"lfkit: warning: {exc}; ignored, this machine's own platform answers\n")
 
 
+def _relative_home() -> str | None:
+    """LFKIT_HOME given as a relative path would put lfkit's state wherever the user stands."""
+    import os
+    from pathlib import Path
+
+    given = os.environ.get("LFKIT_HOME")
+    if given and not Path(given).expanduser().is_absolute():
+        return f"LFKIT_HOME={given} is a relative path; give an absolute one (e.g. $PWD/{given})"
+    return None
+
+
 def main() -> None:
+    relative = _relative_home()
+    if relative:
+        from .output import error_line
+
+        error_line(relative)
+        raise SystemExit(2)
     _warn_of_a_bad_simulation()
     register(sys.argv[1:2])
     try:
