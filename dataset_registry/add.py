@@ -31,6 +31,13 @@ def add(
         raise UsageError("tags are for sharegpt datasets")
     file = Path(file).resolve()
     rows = load_rows(file)
+    with open(file, "rb") as head:
+        if head.read(3) == b"\xef\xbb\xbf":
+            # LLaMA-Factory reads JSON through pyarrow, which takes the mark for content and finds no rows
+            raise UsageError(
+                f"{file}: starts with a UTF-8 byte-order mark, which LLaMA-Factory's JSON reader cannot read; "
+                "save it as UTF-8 without BOM"
+            )
     check_rows(file, rows, formatting, columns, tags)
     if formatting == "alpaca" and "query" not in columns and not any("input" in row for row in rows):
         columns = {**columns, "query": None}  # LLaMA-Factory would look for an "input" column

@@ -74,6 +74,12 @@ def load_rows(path: Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
+    if path.suffix.lower() in (".csv", ".tsv", ".xlsx", ".xls", ".parquet", ".arrow"):
+        raise UsageError(
+            f"{path}: a {path.suffix.lower()[1:].upper()} table; `lfkit data add` takes .json or .jsonl records "
+            "(alpaca or sharegpt): convert it, or turn a question / answer table into splits with "
+            "`lfkit data prepare telecom`"
+        )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -118,6 +124,15 @@ def check_rows(path: Path, rows: list[dict], formatting: str, columns: dict[str,
             for column in required:
                 if column not in row:
                     raise UsageError(f"{path}: row {number}: missing column {column!r}")
+            for key in ("prompt", "query", "response", "system"):
+                value = row.get(wanted[key]) if wanted.get(key) else None
+                if value is not None and not isinstance(value, str):
+                    # LLaMA-Factory joins these as text and drops every row that is not ("Cannot find valid samples")
+                    shown, text = (json.dumps(v, ensure_ascii=False)[:40] for v in (value, str(value)))
+                    raise UsageError(
+                        f"{path}: row {number}: {wanted[key]!r} is {shown}, not text; "
+                        f"LLaMA-Factory takes text: write it as {text}"
+                    )
             if not str(row[wanted["prompt"]]).strip() or row[wanted["response"]] in (None, ""):
                 raise UsageError(f"{path}: row {number}: empty {wanted['prompt']!r} or {wanted['response']!r}")
         return

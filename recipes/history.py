@@ -75,10 +75,14 @@ def find_runs(root: Path, depth: int = 2) -> list[Path]:
 
 
 def _time(text: Any) -> _dt.datetime | None:
+    if not isinstance(text, str):
+        return None
     try:
-        return _dt.datetime.fromisoformat(str(text))
+        found = _dt.datetime.fromisoformat(text)
     except ValueError:
         return None
+    # a time written without its zone (by hand, by an older tool) is taken as this machine's local time
+    return found if found.tzinfo else found.astimezone()
 
 
 # Where a run stands, as `lfkit status` says it (the launch back ends' judgement of a batch job).
@@ -94,20 +98,35 @@ def describe(folder: Path, status_of: StatusOf | None = None) -> dict[str, Any]:
         status = record.get("status", "?")
     started, ended = _time(record.get("started")), _time(record.get("finished") or record.get("ended"))
     seconds = record.get("seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        seconds = None
     if seconds is None and started and ended:
         seconds = round((ended - started).total_seconds(), 1)
+    recipe = record.get("recipe")
     return {
-        "recipe": record.get("recipe"),
-        "status": status,
-        "started": record.get("started"),
+        "recipe": recipe if isinstance(recipe, str) else None,
+        "status": status if isinstance(status, str) else "?",
+        "started": started.isoformat(timespec="seconds") if started else None,
         "seconds": seconds,
         "metric": key_metric(folder),
         "folder": str(folder),
     }
 
 
+def unreadable(folder: Path, exc: Exception) -> dict[str, Any]:
+    """The one line a run whose record cannot be read gets in a listing."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return {"recipe": None, "status": f"unreadable run.json ({reason[:80]})", "started": None, "seconds": None,
+            "metric": "", "folder": str(folder)}  # fmt: skip
+
+
 def all_runs(root: Path, status_of: StatusOf | None = None) -> list[dict[str, Any]]:
     folders = {f.resolve() for f in find_runs(root)}
     folders |= {f.resolve() for f in remembered() if f.is_dir() and is_run_folder(f)}
-    runs = [describe(f, status_of) for f in folders]
+    runs = []
+    for folder in folders:
+        try:
+            runs.append(describe(folder, status_of))
+        except Exception as exc:  # noqa: BLE001 - one bad record is one line, never the end of the listing
+            runs.append(unreadable(folder, exc))
     return sorted(runs, key=lambda r: r["started"] or "", reverse=True)

@@ -1,19 +1,24 @@
 """What a run wrote, so that --overwrite removes exactly that and nothing else.
 
 Each run folder keeps a manifest (``.lfkit-outputs.json``) of the files the run
-wrote, refreshed whenever a step ends. ``--overwrite`` deletes only files in the
-manifest and refuses when anything else is there: a note the user put beside the
-adapter, a model copied into the folder, the files of a run killed before it could
-record them.
+wrote, each with its fingerprint (size and modification time; the content's sha256
+for files up to 8 MiB), refreshed whenever a step ends. ``--overwrite`` deletes only
+files in the manifest that are still as the run wrote them, and refuses when anything
+else is there: a note the user put beside the adapter, a model copied into the folder,
+the files of a run killed before it could record them, a recorded file the user has
+edited since (notes added to the run's README.md).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from lfkit.atomic import write_json
 from lfkit.errors import UsageError
@@ -23,6 +28,9 @@ LOCK_FILE = ".lfkit.lock"
 BOOKKEEPING = frozenset({MANIFEST, LOCK_FILE})
 # A Slurm job's log, written by Slurm itself into the run folder while the job runs.
 JOB_LOGS = "slurm-*.out"
+# Files up to this size are fingerprinted by content too (notes, configs, logs, small adapters); a
+# larger one by size and modification time, which any edit changes.
+HASHED_UP_TO = 8 * 2**20
 
 
 def files_under(root: Path) -> set[str]:
@@ -35,12 +43,55 @@ def files_under(root: Path) -> set[str]:
     return found
 
 
-def read_manifest(root: Path) -> dict[str, list[str]]:
+def read_manifest(root: Path) -> dict[str, Any]:
     try:
         data = json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    return {"files": list(data.get("files", [])), "user_files": list(data.get("user_files", []))}
+    if not isinstance(data, dict):
+        data = {}
+    prints = data.get("fingerprints")
+    return {
+        "files": list(data.get("files", [])),
+        "user_files": list(data.get("user_files", [])),
+        # a manifest written before fingerprints were kept has none: its files are taken as recorded
+        "fingerprints": prints if isinstance(prints, dict) else {},
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(path: Path) -> dict[str, Any] | None:
+    """Size and modification time of a file as it is now, and its sha256 when it is small."""
+    try:
+        info = path.lstat()
+        found: dict[str, Any] = {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+        if stat.S_ISREG(info.st_mode) and info.st_size <= HASHED_UP_TO:
+            found["sha256"] = _sha256(path)
+    except OSError:
+        return None
+    return found
+
+
+def changed(path: Path, recorded: Any) -> bool:
+    """Whether a recorded file is no longer as the run wrote it (a touched but equal small file is not)."""
+    if not isinstance(recorded, dict):
+        return False
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    if info.st_size != recorded.get("size"):
+        return True
+    if info.st_mtime_ns == recorded.get("mtime_ns"):
+        return False
+    return "sha256" not in recorded or _sha256(path) != recorded["sha256"]
 
 
 def is_empty_run_folder(root: Path) -> bool:
@@ -62,17 +113,38 @@ def keep_user_files(root: Path, unfinished: Iterable[Path]) -> None:
 
 
 def record(root: Path) -> None:
-    """After a step: every file now under ``root`` that is not the user's was written by this run."""
+    """After a step: every file now under ``root`` that is not the user's was written by this run, as it
+    is now (the run folder is locked while a step runs: nobody else writes there)."""
     manifest = read_manifest(root)
     present = files_under(root) - BOOKKEEPING - set(manifest["user_files"])
-    write_json(Path(root) / MANIFEST, {**manifest, "files": sorted(set(manifest["files"]) | present)})
+    prints = dict(manifest["fingerprints"])
+    for rel in present:
+        found = fingerprint(Path(root) / rel)
+        if found is not None:
+            prints[rel] = found
+    files = sorted(set(manifest["files"]) | present)
+    write_json(
+        Path(root) / MANIFEST,
+        {**manifest, "files": files, "fingerprints": {k: prints[k] for k in files if k in prints}},
+    )
 
 
 def removal(root: Path, extra_own: Iterable[str] = ()) -> list[Path]:
     """The files --overwrite deletes under ``root``; a UsageError if anything there is not the run's own."""
     root = Path(root)
-    own = set(read_manifest(root)["files"]) | BOOKKEEPING | set(extra_own)
+    manifest = read_manifest(root)
+    own = set(manifest["files"]) | BOOKKEEPING | set(extra_own)
     present = files_under(root)
+    edited = sorted(
+        rel for rel in present & set(manifest["files"]) if changed(root / rel, manifest["fingerprints"].get(rel))
+    )
+    if edited:
+        more = f" and {len(edited) - 1} more" if len(edited) > 1 else ""
+        raise UsageError(
+            f"output_dir {root}: {edited[0]}{more} changed since the run wrote it; --overwrite removes only a "
+            "run's own files as it wrote them: move your edited copy away (or delete the folder yourself), "
+            "or choose another output_dir"
+        )
     foreign = sorted(rel for rel in present - own if not fnmatch.fnmatch(rel, JOB_LOGS))
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""

@@ -21,7 +21,11 @@ _DROPOUT: Rule = (lambda v: 0 <= v < 1, "must be at least 0 and below 1")
 
 RULES: dict[str, Rule] = {
     "num_train_epochs": _POSITIVE,
-    "max_steps": (lambda v: v == -1 or v >= 1, "must be 1 or more, or -1 for no limit"),
+    # transformers turns max_steps into a C long (OverflowError past it)
+    "max_steps": (lambda v: v == -1 or 1 <= v <= 2**31 - 1, "must be 1 to 2147483647, or -1 for no limit"),
+    # numpy's seed range: transformers' set_seed passes it to np.random.seed, which refuses the rest
+    "seed": (lambda v: 0 <= v <= 2**32 - 1, "must be 0 to 4294967295 (numpy's seed range)"),
+    "data_seed": (lambda v: 0 <= v <= 2**32 - 1, "must be 0 to 4294967295 (numpy's seed range)"),
     "learning_rate": _POSITIVE,
     "per_device_train_batch_size": _AT_LEAST_ONE,
     "per_device_eval_batch_size": _AT_LEAST_ONE,

@@ -12,6 +12,7 @@ Nothing here starts training or loads a model.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -290,6 +291,59 @@ def resolve(
     return Plan(recipe, params, output_dir, steps)
 
 
+# The bits each quantization method of LLaMA-Factory takes (model/model_utils/quantization.py).
+QUANTIZATION_BITS = {"bitsandbytes": (4, 8), "bnb": (4, 8), "hqq": (1, 2, 3, 4, 5, 6, 8), "eetq": (8,)}
+
+
+def _check_training(step: ResolvedStep, made_by_run: Callable[[ResolvedStep, str], bool]) -> None:
+    """What LLaMA-Factory refuses only once the model has loaded: quantization bits its method lacks,
+    LoRA targets the model does not have."""
+    args = step.args
+    bits = args.get("quantization_bit")
+    method = str(args.get("quantization_method") or "bitsandbytes").lower()
+    if bits is not None and method in QUANTIZATION_BITS and bits not in QUANTIZATION_BITS[method]:
+        allowed = " or ".join(map(str, QUANTIZATION_BITS[method]))
+        raise UsageError(f"step {step.name}: quantization_bit={bits}: {method} quantizes to {allowed} bits")
+    model = str(args.get("model_name_or_path") or "")
+    targets = args.get("lora_target")
+    if str(args.get("finetuning_type") or "lora") != "lora" or not targets or made_by_run(step, model):
+        return
+    if not (Path(model) / "config.json").is_file():
+        return
+    from lfkit.planning.shapes import model_shape
+    from lfkit.planning.trainable import split_list
+
+    names = [n for n in split_list(targets, ["all"]) if n != "all"]
+    if not names:
+        return
+    try:
+        linear = model_shape(model).linear_modules()
+    except UsageError:
+        return  # the model check says what is wrong with its config.json
+    leaves = {path.rpartition(".")[2] for path in linear}
+    missing = [n for n in names if n not in leaves and not any(path.endswith("." + n) or path == n for path in linear)]
+    if missing:
+        raise UsageError(
+            f"step {step.name}: lora_target names {', '.join(missing)}, which {model} does not have; "
+            f"its linear layers: {', '.join(sorted(leaves))} (or lora_target=all)"
+        )
+
+
+def _check_output_dir(output_dir: Path | None) -> None:
+    """A file, or a folder lfkit cannot write, stops the run only after the model loaded."""
+    if output_dir is None:
+        return
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"output_dir {output_dir} is a file; give a folder")
+    existing = output_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"output_dir {output_dir}: {existing} is a file, so no folder can be made there")
+    if not os.access(existing, os.W_OK | os.X_OK):  # the words the run's own lock says it in
+        raise UsageError(f"output_dir {output_dir}: cannot write there (Permission denied)")
+
+
 def _check(steps: list[ResolvedStep], output_dir: Path | None) -> None:
     """Paths and names the user gave must exist; those an earlier step will make are skipped."""
 
@@ -317,7 +371,10 @@ def _check(steps: list[ResolvedStep], output_dir: Path | None) -> None:
             check_template(args["template"])
         if step.command in ("train", "export") and step.dir is None:
             raise UsageError(f"step {step.name}: needs output_dir=...")
+        if step.command == "train":
+            _check_training(step, made_by_run)
     check_apart(output_dir, steps, made_by_run)
+    _check_output_dir(output_dir)
 
 
 def export_yaml(step: ResolvedStep, recipe: Recipe) -> str:

@@ -41,6 +41,10 @@ def final_loss(folder: Path) -> float | None:
     return results.get("train_loss")
 
 
+# What a finished train step leaves in its folder, by what it trains.
+WEIGHTS = {"adapter": ("adapter_model.*",), "model": ("*.safetensors", "pytorch_model*.bin")}
+
+
 def key_result(command: str, folder: Path | None, record: dict[str, Any] | None) -> str:
     """One short phrase: the step's main figure and where its product is."""
     if folder is None or record is None:
@@ -49,7 +53,10 @@ def key_result(command: str, folder: Path | None, record: dict[str, Any] | None)
     if command == "train":
         loss = final_loss(folder)
         what = "adapter" if args.get("finetuning_type", "lora") == "lora" else "model"
-        return (f"loss {loss:.4g}; " if loss is not None else "") + f"{what} in {folder}"
+        made = record.get("status") == "finished" and any(any(folder.glob(w)) for w in WEIGHTS[what])
+        # a step killed or failed (a full disk) made none, whatever its checkpoints hold
+        product = f"{what} in {folder}" if made else f"no {what} saved (the step {record.get('status') or 'stopped'})"
+        return (f"loss {loss:.4g}; " if loss is not None else "") + product
     if command == "export":
         return f"merged model in {args.get('export_dir') or folder}"
     if command == "eval":

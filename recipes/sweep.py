@@ -25,7 +25,7 @@ from . import outputs
 from .resolve import Plan, parse_assignments, resolve
 from .run_folder import FAILED, FINISHED, INTERRUPTED, SUBMITTED, lock_run_folder, read_record
 from .runner import RunInterrupted, StepFailed
-from .spec import Recipe, Step
+from .spec import Recipe, Step, load
 
 SWEEP_FILE = "sweep.json"
 EVAL_STEP = "eval"
@@ -110,7 +110,11 @@ def with_eval(recipe: Recipe, dataset: str) -> Recipe:
     if "model" not in recipe.params:
         raise UsageError(f"recipe {recipe.name} takes no model=; sweep and compare need one")
     # _wire_eval points it at what the trained step made, once the plan is resolved.
-    eval_step = Step(EVAL_STEP, "eval", {"model_name_or_path": "${model}", "eval_dataset": dataset})
+    # the eval recipe's lengths: LLaMA-Factory's own default of 1024 new tokens lets an undertrained model
+    # ramble on every sample of a short-answer split (minutes per variant); eval.max_new_tokens= changes it
+    evaluation = load(Path(__file__).with_name("eval-telecom.yaml")).steps[0].args
+    defaults = {k: v for k, v in evaluation.items() if k in ("max_new_tokens", "batch_size")}
+    eval_step = Step(EVAL_STEP, "eval", {"model_name_or_path": "${model}", "eval_dataset": dataset, **defaults})
     # Two steps or more: each gets a folder of its own under the variant's folder.
     return replace(recipe, steps=(*recipe.steps, eval_step))
 

@@ -31,10 +31,45 @@ RANGES = {
     "cutoff_len=0": "cutoff_len=0 must be 1 or more",
     "learning_rate=-1": "learning_rate=-1.0 must be greater than 0",
     "per_device_train_batch_size=0": "per_device_train_batch_size=0 must be 1 or more",
-    "max_steps=-5": "max_steps=-5 must be 1 or more, or -1 for no limit",
+    "max_steps=-5": "max_steps=-5 must be 1 to 2147483647, or -1 for no limit",
     "learning_rate=inf": "learning_rate=inf must be a finite number",
     "max_grad_norm=nan": "max_grad_norm=nan must be a finite number",
+    # these passed the dry-run, and the run failed after the model loaded (an OverflowError traceback)
+    "seed=-1": "seed=-1 must be 0 to 4294967295 (numpy's seed range)",
+    "max_steps=99999999999999999999": "max_steps=99999999999999999999 must be 1 to 2147483647, or -1 for no limit",
 }
+
+
+@pytest.mark.parametrize(
+    "assignment, line",
+    [
+        ("quantization_bit=3", "step train: quantization_bit=3: bitsandbytes quantizes to 4 or 8 bits"),
+        ("lora_target=q_proj,qkv", "step train: lora_target names qkv, which {model} does not have; its linear "
+         "layers: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj (or lora_target=all)"),
+        ("output_dir={file}", "output_dir {file} is a file; give a folder"),
+    ],
+)  # fmt: skip
+def test_what_llamafactory_refuses_after_loading_stops_the_dry_run(assignment, line, tmp_path, tiny_llama):
+    """LLaMA-Factory refuses these only once the model has loaded; the dry-run, and the run, before."""
+    file = tmp_path / "a-file"
+    file.write_text("mine")
+    args = [f"output_dir={tmp_path / 'out'}", assignment.format(file=file)]
+    got = one_line(lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo", *args, "--dry-run"))
+    assert got == "lfkit: error: " + line.format(model=tiny_llama, file=file)
+    assert file.read_text() == "mine"
+
+
+def test_a_read_only_output_dir_stops_the_dry_run_too(tmp_path, tiny_llama):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        line = one_line(lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
+                              f"output_dir={out / 'run'}", "--dry-run", privileged=False))  # fmt: skip
+    finally:
+        out.chmod(0o755)
+    assert line == f"lfkit: error: output_dir {out / 'run'}: cannot write there (Permission denied)"
+    assert os.listdir(out) == []
 
 
 @pytest.mark.parametrize("assignment", list(RANGES))

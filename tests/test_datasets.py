@@ -259,3 +259,20 @@ def test_add_checks_the_file_then_registers_it(tmp_path, home):
         "unknown column key 'promt': one of prompt, query, response, history, system, messages",
     )
     assert "bad_qa" not in lfkit(home, "datasets").stdout
+    # files LLaMA-Factory cannot load ("Cannot find valid samples", a pyarrow parse error) are not registered
+    rows = [{"instruction": "q", "input": "", "output": 5}]
+    numbers = tmp_path / "numbers.json"
+    numbers.write_text(json.dumps(rows), encoding="utf-8")
+    _fails(lfkit(home, "data", "add", "numbers", numbers),
+           f"{numbers}: row 1: 'output' is 5, not text; LLaMA-Factory takes text: write it as \"5\"")  # fmt: skip
+    marked = tmp_path / "marked.json"
+    marked.write_text(json.dumps([{**rows[0], "output": "5"}]), encoding="utf-8-sig")
+    _fails(lfkit(home, "data", "add", "marked", marked),
+           f"{marked}: starts with a UTF-8 byte-order mark, which LLaMA-Factory's JSON reader cannot read; "
+           "save it as UTF-8 without BOM")  # fmt: skip
+    table = write_csv(tmp_path / "x.csv", raw_rows())  # used to say "malformed JSON"
+    _fails(
+        lfkit(home, "data", "add", "x", table),
+        f"{table}: a CSV table; `lfkit data add` takes .json or .jsonl records (alpaca or sharegpt): convert it, "
+        "or turn a question / answer table into splits with `lfkit data prepare telecom`",
+    )

@@ -486,6 +486,19 @@ def test_lfkit_plan_trace_answers_and_the_formula_agrees_with_it():
     data = as_json([step])["steps"][0]
     assert data["answered_by"] == "trace" and data["needed_bytes"] == step.needed != data["formula_needed_bytes"]
     assert data["reading_bytes"] == step.reading >= step.needed
+    # the table names whose totals it shows: the headline's is the trace's, the rows are the formula's
+    from io import StringIO
+
+    from rich.console import Console
+
+    from lfkit.cli.plan import gib, show
+
+    shown = StringIO()
+    show([step], Console(file=shown, width=200))
+    text = shown.getvalue()
+    assert f"needs {gib(step.needed)} per worker" in text and "answered by the trace" in text
+    assert "needed: what must be free on the card (formula)" in text
+    assert "needed, as the trace answers" in text and gib(step.needed) in text.split("as the trace answers")[1]
     assert data["trace"]["by_layers"]["1"]["parameters"] < data["trace"]["by_layers"]["2"]["parameters"]
 
 

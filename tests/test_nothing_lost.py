@@ -72,6 +72,18 @@ def test_overwrite_removes_only_what_the_run_recorded(tmp_path, tiny_llama):
     assert (out / "NOTES.txt").is_file() and (out / "adapter_model.safetensors").is_file()
 
     (out / "NOTES.txt").unlink()
+    # a file the run wrote is the run's only while it is as the run wrote it: notes added to its README.md
+    readme = out / "README.md"
+    written = readme.read_bytes()
+    assert "README.md" in recorded
+    readme.write_bytes(written + b"\n## my notes\n")
+    for flags in (["--overwrite", "--dry-run"], ["--overwrite"]):
+        edited = lfkit(*argv, *flags)
+        assert edited.returncode == 2, edited.stderr[-2000:]
+        (line,) = edited.stderr.strip().splitlines()
+        assert line.startswith(f"lfkit: error: output_dir {out}: README.md changed since the run wrote it;"), line
+    assert readme.read_bytes().endswith(b"## my notes\n")
+    readme.write_bytes(written)  # the same bytes again (a later time): the run's own once more
     again = lfkit(*argv, "--overwrite")
     assert again.returncode == 0, again.stderr[-3000:]
     assert record(out)["status"] == "finished"
@@ -150,6 +162,9 @@ def test_a_signal_marks_the_run_interrupted_with_one_line(sig, tmp_path, tiny_ll
     )
     assert record(out)["status"] == "interrupted"
     assert not step_pids(out)
+    # what `lfkit show` says of the step: its loss, and that it saved no adapter (checkpoints are not one)
+    (step,) = json.loads(lfkit("show", out, "--json").stdout)["steps"]
+    assert "adapter in" not in step["result"] and "no adapter saved (the step interrupted)" in step["result"]
 
 
 def test_a_run_never_resumes_on_changed_data(tmp_path, tiny_llama):
@@ -176,12 +191,13 @@ def test_a_run_never_resumes_on_changed_data(tmp_path, tiny_llama):
 def test_a_failed_step_prints_the_lines_that_name_the_error(tmp_path, tiny_llama):
     data = write_alpaca(tmp_path / "data")
     out = tmp_path / "adapter"
+    # wandb is not installed: transformers fails once the model has loaded
     result = lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=tiny_alpaca", f"dataset_dir={data}",
-                   f"output_dir={out}", "lora_target=no_such_module", *QUICK)  # fmt: skip
+                   f"output_dir={out}", "report_to=wandb", *QUICK)  # fmt: skip
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines[0] == "lfkit: error: step train (train) failed with exit code 1"
-    assert any("no_such_module" in line for line in lines[1:-1]), lines
+    assert any("WandbCallback requires wandb to be installed" in line for line in lines[1:-1]), lines
     assert lines[-1] == f"  full log: {out / 'output.log'}"
     assert "Traceback" in (out / "output.log").read_text()
     assert record(out)["status"] == "failed"

@@ -7,6 +7,7 @@ the allocation, as they would across a real cluster.
 """
 
 import json
+import shlex
 import subprocess
 import time
 
@@ -52,6 +53,11 @@ def submit(env, out, *extra, recipe="sft-lora-single"):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     record = json.loads((out / "run.json").read_text())
     assert f"submitted job {record['slurm']['job_id']}" in result.stdout
+    # the hint's commands paste into a shell as they are printed, whatever the folder's name holds
+    (hint,) = [line for line in result.stdout.splitlines() if "follow it:" in line]
+    status_cmd, logs_cmd = hint.split("follow it:", 1)[1].split("  |  ")
+    assert shlex.split(status_cmd) == ["lfkit", "status", str(out)], hint
+    assert shlex.split(logs_cmd) == ["lfkit", "logs", "-f", str(out)], hint
     return record["slurm"]["job_id"]
 
 

@@ -14,26 +14,26 @@ LFKIT = BIN / "lfkit"
 def test_a_failing_variant_is_recorded_and_the_others_run(tmp_path, tiny_llama):
     argv = [LFKIT, "sweep", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo", "max_steps=2",
             "max_samples=8", "per_device_train_batch_size=2", "logging_steps=10", "cutoff_len=64",
-            "eval.max_new_tokens=8", "eval.max_samples=8", "--grid", "lora_target=no_such_module,q_proj,q_proj",
+            "eval.max_new_tokens=8", "eval.max_samples=8", "--grid", "report_to=wandb,none,none",
             "--eval", "telecom_demo_test"]  # fmt: skip
     first = run(argv, env=clean_env(), cwd=tmp_path)
     assert first.returncode == 1, first.stderr[-3000:]
-    assert "1 of 2 variants failed (lora_target=no_such_module)" in first.stderr
+    assert "1 of 2 variants failed (report_to=wandb)" in first.stderr
     (folder,) = (tmp_path / "runs").iterdir()  # no -o: a folder named after the command
     assert folder.name.startswith("sweep-sft-lora-single-")
     rows = {r["variant"]: r for r in csv.DictReader(open(folder / "comparison.csv", encoding="utf-8"))}
-    assert set(rows) == {"lora_target=no_such_module", "lora_target=q_proj"}  # the duplicate ran once
-    assert rows["lora_target=q_proj"]["status"] == "finished" and rows["lora_target=q_proj"]["rank"] == "1"
-    assert rows["lora_target=no_such_module"]["status"] == "failed" and rows["lora_target=no_such_module"]["rank"] == ""
+    assert set(rows) == {"report_to=wandb", "report_to=none"}  # the duplicate ran once
+    assert rows["report_to=none"]["status"] == "finished" and rows["report_to=none"]["rank"] == "1"
+    assert rows["report_to=wandb"]["status"] == "failed" and rows["report_to=wandb"]["rank"] == ""
     # logging_steps above the steps run: the mean loss stands in for the last logged one
-    assert float(rows["lora_target=q_proj"]["final_loss"]) > 0
+    assert float(rows["report_to=none"]["final_loss"]) > 0
     assert json.loads((folder / "sweep.json").read_text())["status"] == "failed"
 
     again = run(argv, env=clean_env(), cwd=tmp_path)
     assert again.returncode == 1
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [folder.name]
-    assert "variant lora_target=q_proj: finished earlier, kept" in again.stdout
-    assert "variant lora_target=no_such_module failed" in again.stdout  # retried, not skipped
+    assert "variant report_to=none: finished earlier, kept" in again.stdout
+    assert "variant report_to=wandb failed" in again.stdout  # retried, not skipped
 
 
 def _variant(out, name, em, f1, loss):

@@ -32,9 +32,23 @@ def evaluate(
     assignments: Optional[list[str]] = ASSIGNMENTS,
     config: Optional[Path] = CONFIG,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace finished results in output_dir."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Stream the step's whole output (it is always in STEP/output.log)."
+    ),
 ):
     """Measure a model on a test split: model=..., optionally adapter=, dataset=, output_dir= (recipe eval-telecom)."""
-    run_recipe("eval-telecom", assignments, config, overwrite, dry_run=False, slurm=False, sbatch_lines=None)
+    # every option by value: a typer Option object left as a default is truthy
+    run_recipe(
+        "eval-telecom",
+        assignments,
+        config,
+        overwrite,
+        dry_run=False,
+        slurm=False,
+        sbatch_lines=None,
+        no_preflight=False,
+        verbose=verbose,
+    )
 
 
 def _preflight_every_variant(sweep, plans: list, devices: int | None, skip: bool) -> None:

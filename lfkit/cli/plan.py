@@ -59,11 +59,16 @@ def show(plans: list, out: Console = console) -> None:
             highlight=False,
         )
         shown = [(k, v) for k, v in e.rows.items() if v or k in ("overhead", "fragmentation")]
+        # with --trace the rows are the formula's and the trace answers: both totals, each named
+        by = " (formula)" if p.traced is not None else ""
+        traced_needed = [("needed, as the trace answers", f"{p.needed:,}", gib(p.needed))] if by else []
+        traced_reading = [("reading, as the trace answers", f"{p.reading:,}", gib(p.reading))] if by else []
         _table(out, None, ["row", "bytes", "size"],
                [(ROW_TITLES[k], f"{v:,}", gib(v)) for k, v in shown if k not in READING_ROWS]
-               + [("needed: what must be free on the card", f"{e.needed:,}", gib(e.needed))]
+               + [(f"needed: what must be free on the card{by}", f"{e.needed:,}", gib(e.needed))] + traced_needed
                + [(ROW_TITLES[k], f"{v:,}", gib(v)) for k, v in shown if k in READING_ROWS]
-               + [("reading: what nvidia-smi shows", f"{e.reading:,}", gib(e.reading))])  # fmt: skip
+               + [(f"reading: what nvidia-smi shows{by}", f"{e.reading:,}", gib(e.reading))]
+               + traced_reading)  # fmt: skip
         out.print(
             "the verdict compares 'needed'; the cached blocks above it show in nvidia-smi / rocm-smi, but "
             "PyTorch hands them back before it would run out of memory",
@@ -89,7 +94,8 @@ def show(plans: list, out: Console = console) -> None:
             out.print(f"fits: {line}", highlight=False, soft_wrap=True)
         if p.fits is False:
             if p.suggestions:
-                _table(out, "changes that make it fit (cheapest first)", ["add to the command", "needed", "note"],
+                title = "changes that make it fit (cheapest first" + (", by the formula)" if by else ")")
+                _table(out, title, ["add to the command", "needed", "note"],
                        [(s.text, gib(s.estimate.needed), s.note) for s in p.suggestions])  # fmt: skip
             else:
                 out.print("no single change makes it fit; combine them (e.g. QLoRA and a micro-batch of 1)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -202,8 +203,10 @@ def submitted(plan, backend, job_id: str) -> None:
             "once (a one-node run with tokenized_path=DIR) and pass tokenized_path=DIR here",
             highlight=False,
         )
+    folder = shlex.quote(str(plan.output_dir))  # pasted into a shell as it is printed
     console.print(
         f"lfkit: submitted job {job_id} ({plan.recipe.name}, {nodes} node(s)) -> {plan.output_dir}\n"
-        f"       follow it: lfkit status {plan.output_dir}  |  lfkit logs -f {plan.output_dir}",
+        f"       follow it: lfkit status {folder}  |  lfkit logs -f {folder}",
         highlight=False,
+        soft_wrap=True,
     )

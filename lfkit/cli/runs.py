@@ -31,7 +31,10 @@ def runs_command(
     from lfkit.launching.backends import run_status
     from lfkit.recipes.history import all_runs
 
-    found = all_runs(root, run_status)
+    given = root != Path("runs")
+    if given and not root.expanduser().is_dir():
+        raise UsageError(f"{root}: no such folder (give the folder your runs are under, or nothing for ./runs)")
+    found = all_runs(root.expanduser(), run_status)
     if as_json:
         print_json(found)
         return
