@@ -76,7 +76,7 @@ def load_rows(path: Path) -> list[dict]:
         raise UsageError(f"{path}: no such file")
     if path.suffix.lower() in (".csv", ".tsv", ".xlsx", ".xls", ".parquet", ".arrow"):
         raise UsageError(
-            f"{path}: a {path.suffix.lower()[1:].upper()} table; `lfkit data add` takes .json or .jsonl records "
+            f"{path}: a {path.suffix.lower()[1:].upper()} table; lfkit takes datasets as .json or .jsonl records "
             "(alpaca or sharegpt): convert it, or turn a question / answer table into splits with "
             "`lfkit data prepare telecom`"
         )

@@ -4,7 +4,8 @@ The dataset registry and the caches under $LFKIT_HOME are read when torch is imp
 in every process of the environment. A FIFO there would block the start for ever,
 ``/dev/zero`` or a huge sparse file would eat the memory: so only a regular file of a
 sane size is read, through a descriptor opened without blocking, and at most ``limit``
-bytes of it.
+bytes of it. (A home on a hung network file system still blocks the stat; nothing here can
+help that.)
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ class NotAStateFile(OSError):
 def read_bounded(path: Path, limit: int = STATE_LIMIT) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes. FileNotFoundError where there is none,
     NotAStateFile (an OSError, with ``strerror`` in words) for anything else found there."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: opening a device can act (a tty, a tape)
+        raise NotAStateFile(0, "not a regular file", str(path))
+    # non-blocking and no controlling terminal, in case it was swapped for a FIFO or a tty since the stat
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags)
     try:
         info = os.fstat(fd)

@@ -346,6 +346,9 @@ def _zero_bytes(
     modules: dict[str, int] = {}
     for t in shape.tensors:
         modules[t.module] = modules.get(t.module, 0) + t.numel
+    trained: dict[str, int] = {}
+    for t in train.trainable:
+        trained[t.module] = trained.get(t.module, 0) + t.numel
     threshold = s.zero.persistence_threshold
     return zero_settings.allocated(
         s.zero,
@@ -357,6 +360,7 @@ def _zero_bytes(
         persistent=sum(t.numel for t in shape.tensors if t.numel <= threshold) if s.zero.stage == 3 else 0,
         optimizer_states=max(0, optimizer - master),
         frozen_bytes_whole=weights,
+        largest_trained_module=max(trained.values(), default=0),
     )
 
 

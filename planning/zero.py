@@ -14,6 +14,7 @@ values over N workers, c bytes per half-precision value:
   module in use and those prefetched (``stage3_prefetch_bucket_size``, at most
   ``stage3_max_live_parameters``) and the full gradient of the largest module before it is
   reduced; the float32 gradients at the step come one sub-group (``sub_group_size``) at a time.
+- ZeRO-0 partitions nothing: DeepSpeed's bf16 / fp16 optimizer keeps every state whole.
 - Offload moves the master copy, the states and the float32 gradients (optimizer) or the
   parameter partitions (param) to CPU memory.
 
@@ -132,26 +133,34 @@ def allocated(
     persistent: int = 0,
     optimizer_states: int | None = None,
     frozen_bytes_whole: int | None = None,
+    largest_trained_module: int | None = None,
 ) -> ZeroBytes:
     """``trainable`` / ``frozen``: values; ``half_bytes``: bytes per value of the model as DeepSpeed casts
     it (4 when it trains in float32: then no master copy); ``largest_module``: the values of the largest
     module's own parameters (what ZeRO-3 gathers at once); ``persistent``: values ZeRO-3 keeps whole
     (small tensors); ``optimizer_states``: the states' bytes over every trainable value (Adam: 8 a value);
-    ``frozen_bytes_whole``: the frozen weights' bytes where they are not c a value (QLoRA)."""
-    n, c = max(workers, 1), half_bytes
+    ``frozen_bytes_whole``: the frozen weights' bytes where they are not c a value (QLoRA);
+    ``largest_trained_module``: the largest module's trainable values (its full gradient waits for the
+    reduce under ZeRO-3; default: the largest module, as in a full fine-tune)."""
+    # ZeRO-0 partitions nothing: DeepSpeed's bf16 / fp16 optimizer keeps every state whole, and no buckets
+    n, c = (max(workers, 1) if zero.stage >= 1 else 1), half_bytes
+    if largest_trained_module is None:
+        largest_trained_module = largest_module
     if optimizer_states is None:
         optimizer_states = 8 * trainable
     if frozen_bytes_whole is None:
         frozen_bytes_whole = frozen * c
     part = -(-trainable // n)  # DeepSpeed pads the last partition to the others' size
+    # ZeRO-1/2 allocate reduce_bucket_size values at each backward pass, however few are trained (LoRA too)
     buckets = zero.reduce_bucket * c * (2 if zero.overlap_comm else 1) if zero.contiguous_gradients else 0
-    buckets = min(buckets, trainable * c * (2 if zero.overlap_comm else 1))  # a bucket holds at most every gradient
+    if zero.stage == 0:
+        buckets = 0
     if zero.stage == 3:
         live = min(zero.max_live_parameters, largest_module + zero.prefetch_bucket)
         keep = 0 if zero.offload_param else 1
         frozen_bytes = keep * (-(-frozen_bytes_whole // n)) + persistent * c
         params16 = keep * part * c
-        gathered = live * c + largest_module * c
+        gathered = live * c + largest_trained_module * c
         step_values = min(zero.sub_group_size, part)
     else:
         frozen_bytes = frozen_bytes_whole

@@ -129,4 +129,9 @@ def all_runs(root: Path, status_of: StatusOf | None = None) -> list[dict[str, An
             runs.append(describe(folder, status_of))
         except Exception as exc:  # noqa: BLE001 - one bad record is one line, never the end of the listing
             runs.append(unreadable(folder, exc))
-    return sorted(runs, key=lambda r: r["started"] or "", reverse=True)
+
+    def when(run: dict[str, Any]) -> float:
+        started = _time(run["started"])
+        return started.timestamp() if started else 0.0
+
+    return sorted(runs, key=when, reverse=True)

@@ -28,6 +28,9 @@ LOCK_FILE = ".lfkit.lock"
 BOOKKEEPING = frozenset({MANIFEST, LOCK_FILE})
 # A Slurm job's log, written by Slurm itself into the run folder while the job runs.
 JOB_LOGS = "slurm-*.out"
+# What lfkit itself (or Slurm) rewrites after a step's files were recorded: a run's records, its job files
+# and the job's log; these are the run's whatever they hold now.
+REWRITTEN = ("run.json", "job.json", "job.sbatch")
 # Files up to this size are fingerprinted by content too (notes, configs, logs, small adapters); a
 # larger one by size and modification time, which any edit changes.
 HASHED_UP_TO = 8 * 2**20
@@ -135,22 +138,27 @@ def removal(root: Path, extra_own: Iterable[str] = ()) -> list[Path]:
     manifest = read_manifest(root)
     own = set(manifest["files"]) | BOOKKEEPING | set(extra_own)
     present = files_under(root)
-    edited = sorted(
-        rel for rel in present & set(manifest["files"]) if changed(root / rel, manifest["fingerprints"].get(rel))
-    )
-    if edited:
-        more = f" and {len(edited) - 1} more" if len(edited) > 1 else ""
-        raise UsageError(
-            f"output_dir {root}: {edited[0]}{more} changed since the run wrote it; --overwrite removes only a "
-            "run's own files as it wrote them: move your edited copy away (or delete the folder yourself), "
-            "or choose another output_dir"
-        )
     foreign = sorted(rel for rel in present - own if not fnmatch.fnmatch(rel, JOB_LOGS))
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
         raise UsageError(
             f"output_dir {root} holds files lfkit did not record as this run's ({foreign[0]}{more}); "
             "--overwrite removes only a run's own files: move those away (or delete the folder yourself), "
+            "or choose another output_dir"
+        )
+    recorded = manifest["fingerprints"]
+    edited = sorted(
+        rel
+        for rel in present & set(manifest["files"])
+        if Path(rel).name not in REWRITTEN
+        and not fnmatch.fnmatch(rel, JOB_LOGS)
+        and changed(root / rel, recorded.get(rel))
+    )
+    if edited:
+        more = f" and {len(edited) - 1} more" if len(edited) > 1 else ""
+        raise UsageError(
+            f"output_dir {root}: {edited[0]}{more} changed since the run wrote it; --overwrite removes only a "
+            "run's own files as it wrote them: move your edited copy away (or delete the folder yourself), "
             "or choose another output_dir"
         )
     return [root / rel for rel in sorted(present) if rel != LOCK_FILE]

@@ -12,7 +12,6 @@ Nothing here starts training or loads a model.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -308,6 +307,8 @@ def _check_training(step: ResolvedStep, made_by_run: Callable[[ResolvedStep, str
     targets = args.get("lora_target")
     if str(args.get("finetuning_type") or "lora") != "lora" or not targets or made_by_run(step, model):
         return
+    if args.get("adapter_name_or_path") and not args.get("create_new_adapter"):
+        return  # LLaMA-Factory goes on training the given adapter, whose targets are its own
     if not (Path(model) / "config.json").is_file():
         return
     from lfkit.planning.shapes import model_shape
@@ -317,31 +318,17 @@ def _check_training(step: ResolvedStep, made_by_run: Callable[[ResolvedStep, str
     if not names:
         return
     try:
-        linear = model_shape(model).linear_modules()
-    except UsageError:
-        return  # the model check says what is wrong with its config.json
-    leaves = {path.rpartition(".")[2] for path in linear}
-    missing = [n for n in names if n not in leaves and not any(path.endswith("." + n) or path == n for path in linear)]
+        modules = {t.module for t in model_shape(model).tensors}
+    except Exception:  # noqa: BLE001 - a shape that cannot be laid out here refuses nothing; the run decides
+        return
+    leaves = {path.rpartition(".")[2] for path in modules}
+    # peft's rule for names: a module whose path is the name or ends with "." + name (Linear, Embedding, Conv1D)
+    missing = [n for n in names if n not in leaves and not any(path == n or path.endswith("." + n) for path in modules)]
     if missing:
         raise UsageError(
             f"step {step.name}: lora_target names {', '.join(missing)}, which {model} does not have; "
-            f"its linear layers: {', '.join(sorted(leaves))} (or lora_target=all)"
+            f"its modules with weights: {', '.join(sorted(leaves))} (or lora_target=all)"
         )
-
-
-def _check_output_dir(output_dir: Path | None) -> None:
-    """A file, or a folder lfkit cannot write, stops the run only after the model loaded."""
-    if output_dir is None:
-        return
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(f"output_dir {output_dir} is a file; give a folder")
-    existing = output_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"output_dir {output_dir}: {existing} is a file, so no folder can be made there")
-    if not os.access(existing, os.W_OK | os.X_OK):  # the words the run's own lock says it in
-        raise UsageError(f"output_dir {output_dir}: cannot write there (Permission denied)")
 
 
 def _check(steps: list[ResolvedStep], output_dir: Path | None) -> None:
@@ -374,7 +361,6 @@ def _check(steps: list[ResolvedStep], output_dir: Path | None) -> None:
         if step.command == "train":
             _check_training(step, made_by_run)
     check_apart(output_dir, steps, made_by_run)
-    _check_output_dir(output_dir)
 
 
 def export_yaml(step: ResolvedStep, recipe: Recipe) -> str:

@@ -258,11 +258,27 @@ def _after_orphans(lock: Path, holder: str) -> int | None:
 Guard = Callable[[Path, dict], None]
 
 
+def refuse_unwritable(output_dir: Path | None) -> None:
+    """A file, or a folder lfkit cannot write, stops the run only after the model loaded."""
+    if output_dir is None:
+        return
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"output_dir {output_dir} is a file; give a folder")
+    existing = output_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"output_dir {output_dir}: {existing} is a file, so no folder can be made there")
+    if not os.access(existing, os.W_OK | os.X_OK):  # the words the run's own lock says it in
+        raise UsageError(f"output_dir {output_dir}: cannot write there (Permission denied)")
+
+
 def judge_output_dir(plan: Plan, overwrite: bool, guard: Guard | None = None) -> tuple[str, list[Path]]:
     """What a run would do with its output_dir: ("fresh", []), ("overwrite", the files it would
     remove) or ("continue", []); a UsageError where it must refuse. Writes nothing, so ``--dry-run``
     asks exactly what the run asks."""
     out = plan.output_dir
+    refuse_unwritable(out)
     if out is None or outputs.is_empty_run_folder(out):
         return "fresh", []
     refuse_foreign(out)

@@ -44,8 +44,9 @@ RANGES = {
     "assignment, line",
     [
         ("quantization_bit=3", "step train: quantization_bit=3: bitsandbytes quantizes to 4 or 8 bits"),
-        ("lora_target=q_proj,qkv", "step train: lora_target names qkv, which {model} does not have; its linear "
-         "layers: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj (or lora_target=all)"),
+        ("lora_target=q_proj,qkv", "step train: lora_target names qkv, which {model} does not have; its modules "
+         "with weights: down_proj, embed_tokens, gate_proj, input_layernorm, k_proj, lm_head, norm, o_proj, "
+         "post_attention_layernorm, q_proj, up_proj, v_proj (or lora_target=all)"),
         ("output_dir={file}", "output_dir {file} is a file; give a folder"),
     ],
 )  # fmt: skip
@@ -70,6 +71,10 @@ def test_a_read_only_output_dir_stops_the_dry_run_too(tmp_path, tiny_llama):
         out.chmod(0o755)
     assert line == f"lfkit: error: output_dir {out / 'run'}: cannot write there (Permission denied)"
     assert os.listdir(out) == []
+    # a plan writes nothing: no output_dir it could not write is refused there
+    planned = lfkit("plan", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
+                    f"output_dir={out / 'run'}", privileged=False)  # fmt: skip
+    assert planned.returncode == 0, planned.stderr[-2000:]
 
 
 @pytest.mark.parametrize("assignment", list(RANGES))

@@ -273,6 +273,6 @@ def test_add_checks_the_file_then_registers_it(tmp_path, home):
     table = write_csv(tmp_path / "x.csv", raw_rows())  # used to say "malformed JSON"
     _fails(
         lfkit(home, "data", "add", "x", table),
-        f"{table}: a CSV table; `lfkit data add` takes .json or .jsonl records (alpaca or sharegpt): convert it, "
+        f"{table}: a CSV table; lfkit takes datasets as .json or .jsonl records (alpaca or sharegpt): convert it, "
         "or turn a question / answer table into splits with `lfkit data prepare telecom`",
     )

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import BIN, clean_env, run, signal_run, step_pids, write_alpaca
+from lfkit.errors import UsageError
 
 pytestmark = pytest.mark.slow
 LFKIT = BIN / "lfkit"
@@ -87,6 +88,24 @@ def test_overwrite_removes_only_what_the_run_recorded(tmp_path, tiny_llama):
     again = lfkit(*argv, "--overwrite")
     assert again.returncode == 0, again.stderr[-3000:]
     assert record(out)["status"] == "finished"
+
+
+def test_what_lfkit_and_slurm_rewrite_after_the_record_stays_the_runs_own(tmp_path):
+    """run.json (settled, cancelled) and a Slurm job's log change after the last record; they are the run's
+    still, so --overwrite goes on. A file the run wrote and the user changed is refused."""
+    from lfkit.recipes import outputs
+
+    root = tmp_path / "run"
+    (root / "train").mkdir(parents=True)
+    for rel in ("run.json", "train/run.json", "README.md", "slurm-7.out", "train/adapter_model.safetensors"):
+        (root / rel).write_text("as written\n")
+    outputs.record(root)
+    for rel in ("run.json", "train/run.json", "slurm-7.out"):
+        (root / rel).write_text("rewritten by lfkit or Slurm, longer than before\n")
+    assert {p.name for p in outputs.removal(root)} >= {"run.json", "README.md", "slurm-7.out"}
+    (root / "README.md").write_text("as written\n## my notes\n")
+    with pytest.raises(UsageError, match=r"README\.md changed since the run wrote it"):
+        outputs.removal(root)
 
 
 def _start(argv, new_session=False):

@@ -204,3 +204,17 @@ def test_a_zero_plan_reads_the_steps_own_deepspeed_config(tmp_path):
     # at the step: the float32 gradients and AdamW's sqrt copy of the partition, beyond the freed activations
     assert small.rows["step"] == 2 * 4 * (shape.parameters // 8) - small.rows["activations"] - small.rows["logits"]
     assert small.rows["overhead"] == (512 + 1024) * 2**20  # a context, and NCCL / RCCL's buffers with 8 workers
+    # a LoRA step allocates the whole reduce buckets too: DeepSpeed sizes them by the config, not the adapter
+    lora = estimate(shape, {"finetuning_type": "lora", "fp16": True, "per_device_train_batch_size": 1,
+                            "deepspeed": str(tmp_path / "ds1.json")}, {"nproc_per_node": 8}, 512, "x", "gpu", False)  # fmt: skip
+    assert lora.rows["buckets"] == 2 * 2 * 5 * 10**8 and lora.parameters["trainable"] < 10**8
+    # ZeRO-0 partitions nothing: master copy and Adam's states whole on each of the 8 workers
+    zero0 = plan({"stage": 0})
+    assert zero0.rows["optimizer"] >= 12 * shape.parameters and zero0.rows["buckets"] == 0
+    # ZeRO-3 with LoRA: the full gradient waiting for the reduce is the largest *trained* module's, not the embedding's
+    lora3 = estimate(shape, {"finetuning_type": "lora", "lora_target": "q_proj", "bf16": True,
+                             "per_device_train_batch_size": 1, "deepspeed": "z3"}, {"nproc_per_node": 8},
+                     512, "x", "gpu", False)  # fmt: skip
+    full3 = estimate(shape, {"finetuning_type": "full", "bf16": True, "per_device_train_batch_size": 1,
+                             "deepspeed": "z3"}, {"nproc_per_node": 8}, 512, "x", "gpu", False)  # fmt: skip
+    assert full3.rows["gathered"] - lora3.rows["gathered"] == 2 * (32000 * 4096 - 8 * 4096)  # embedding vs lora_A
