@@ -60,24 +60,6 @@ def test_what_llamafactory_refuses_after_loading_stops_the_dry_run(assignment, l
     assert file.read_text() == "mine"
 
 
-def test_a_read_only_output_dir_stops_the_dry_run_too(tmp_path, tiny_llama):
-    out = tmp_path / "out"
-    out.mkdir()
-    out.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    try:
-        line = one_line(lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
-                              f"output_dir={out / 'run'}", "--dry-run", privileged=False))  # fmt: skip
-    finally:
-        out.chmod(0o755)
-    assert line == f"lfkit: error: output_dir {out / 'run'}: cannot write there (Permission denied)"
-    assert os.listdir(out) == []
-    # a plan writes nothing: no output_dir it could not write is refused there
-    planned = lfkit("plan", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
-                    f"output_dir={out / 'run'}", privileged=False)  # fmt: skip
-    assert planned.returncode == 0, planned.stderr[-2000:]
-
-
-@pytest.mark.parametrize("assignment", list(RANGES))
 def test_values_out_of_range_stop_the_dry_run(assignment, tmp_path, tiny_llama):
     line = one_line(lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
                           f"output_dir={tmp_path / 'out'}", assignment, "--dry-run"))  # fmt: skip
@@ -189,17 +171,22 @@ def test_a_tiny_model_with_a_read_only_home(tmp_path):
     assert line.endswith("); set LFKIT_HOME to a folder you can write")
 
 
-def test_a_read_only_output_dir(tmp_path, tiny_llama):
+@pytest.mark.parametrize("how", ["run", "dry-run of a folder inside"])
+def test_a_read_only_output_dir(how, tmp_path, tiny_llama):
     out = tmp_path / "out"
     out.mkdir()
+    target = out if how == "run" else out / "run"
+    flag = "max_steps=1" if how == "run" else "--dry-run"
+    common = ["sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo", f"output_dir={target}"]
     out.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
-        line = one_line(lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
-                              f"output_dir={out}", "max_steps=1", privileged=False))  # fmt: skip
+        line = one_line(lfkit("run", *common, flag, privileged=False))
+        planned = lfkit("plan", *common, privileged=False)  # a plan writes nothing: nothing to refuse there
     finally:
         out.chmod(0o755)
-    assert line == f"lfkit: error: output_dir {out}: cannot write there (Permission denied)"
+    assert line == f"lfkit: error: output_dir {target}: cannot write there (Permission denied)"
     assert os.listdir(out) == []
+    assert planned.returncode == 0, planned.stderr[-2000:]
 
 
 @pytest.mark.parametrize("where", ["a file", "read-only"])
