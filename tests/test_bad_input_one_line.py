@@ -60,6 +60,7 @@ def test_what_llamafactory_refuses_after_loading_stops_the_dry_run(assignment, l
     assert file.read_text() == "mine"
 
 
+@pytest.mark.parametrize("assignment", list(RANGES))
 def test_values_out_of_range_stop_the_dry_run(assignment, tmp_path, tiny_llama):
     line = one_line(lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
                           f"output_dir={tmp_path / 'out'}", assignment, "--dry-run"))  # fmt: skip
