@@ -7,6 +7,9 @@ same losses: transformers averages the loss over the tokens of all workers.
 """
 
 import json
+import re
+import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -19,19 +22,20 @@ TESTS = Path(__file__).resolve().parent
 # Losses of the 1-worker and the 2-worker run may differ by float rounding of the gradient
 # all-reduce and of ZeRO's partitioned optimizer step, nothing more.
 LOSS_TOLERANCE = 1e-4
+TORCH_RELEASE = tuple(int(part) for part in re.findall(r"\d+", metadata.version("torch"))[:2])
 STEPS = 3
 # No virtual environment on it, hence no torchrun.
 BARE_PATH = "/usr/bin:/bin"
 
 
-def train(model, out, *extra, env=None):
+def train(model, out, *extra, env=None, timeout=900):
     args = ["run", "sft-lora-single", f"model={model}", "dataset=telecom_demo", f"output_dir={out}",
             "template=default", f"max_steps={STEPS}", "logging_steps=1", "gradient_accumulation_steps=1",
             "cutoff_len=64", "learning_rate=1e-2", "disable_shuffling=true", "fp16=false", "save_steps=1000",
             # the loss over the tokens of all workers, as one worker counts it (transformers 5's default;
             # 4.52, the DCU stack's, averages each worker's own tokens unless told)
             "average_tokens_across_devices=true", *extra]  # fmt: skip
-    result = run([LFKIT, *args], env=env or clean_env(), timeout=900)
+    result = run([LFKIT, *args], env=env or clean_env(), timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((out / "run.json").read_text(encoding="utf-8"))
 
@@ -62,12 +66,20 @@ def check_workers(record, world: int):
     assert step["lf-torchrun"]["status"] == "applied", step["lf-torchrun"]
 
 
+# On torch 2.1 (the DCU stack) a torchrun worker that has finished training hangs at exit now and then,
+# waiting on a futex beside two forked children (seen in 2 of about 8 runs here, not on torch 2.11): a hang
+# is reported as an expected failure after 4 minutes (a run takes 30 s), any other failure fails.
+TORCH_21 = TORCH_RELEASE < (2, 2)
+
+
 @pytest.mark.both_stacks
+@pytest.mark.xfail(TORCH_21, reason="torch 2.1 worker hangs at exit now and then", raises=subprocess.TimeoutExpired)
 def test_two_workers_ddp_match_one_worker_without_an_activated_venv(tiny_llama, tmp_path, one_worker):
     """lfkit started by its path with a PATH that holds no torchrun, as from a Slurm job or sudo."""
     out = tmp_path / "ddp"
     env = clean_env(PATH=BARE_PATH)
-    record = train(tiny_llama, out, "per_device_train_batch_size=2", "nproc_per_node=2", env=env)
+    record = train(tiny_llama, out, "per_device_train_batch_size=2", "nproc_per_node=2", env=env,
+                   timeout=240 if TORCH_21 else 900)  # fmt: skip
     check_workers(record, 2)
     assert record["launch"]["NPROC_PER_NODE"] == "2"
     assert losses(out) == pytest.approx(one_worker, rel=LOSS_TOLERANCE)
