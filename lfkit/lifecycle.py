@@ -18,6 +18,7 @@ import inspect
 import sys
 from typing import Any
 
+from .errors import stop_run
 from .hookspecs import hookimpl
 from .lf_versions import RANGE as LF_RANGE
 from .patching import Patch, PatchContext, Status
@@ -150,6 +151,11 @@ def _apply_model_load(loader, ctx: PatchContext) -> None:
 
     @functools.wraps(load_model)
     def lfkit_load_model(*args, **kwargs):
+        from .simulation import real_work_refusal
+
+        refusal = real_work_refusal("loading the model", dry_run=False)
+        if refusal is not None:  # the fixes in this process were chosen for the simulated platform
+            stop_run(refusal)
         model = load_model(*args, **kwargs)
         bound = model_signature.bind(*args, **kwargs)
         bound.apply_defaults()

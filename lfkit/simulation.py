@@ -66,3 +66,21 @@ def simulated() -> Simulated | None:
 
         problems.report(str(exc), f"unset {ENV}, or give e.g. rocm:gfx906, dtk:gfx906, rocm:gfx90a, cuda, cpu")
         return None
+
+
+def real_work_refusal(what: str, dry_run: bool = True) -> str | None:
+    """Why ``what`` (a run, a model load) must not start under a simulation, or None.
+
+    A simulation decides as on another platform (its fixes, fp16 for a card this machine does
+    not have) while the work itself would run here: the result would be recorded under a
+    platform it never ran on. So only checking is simulated; real work is refused.
+    """
+    sim = simulated()
+    if sim is None:
+        return None
+    instead = "add --dry-run to check it, or " if dry_run else ""
+    return (
+        f"{ENV}={sim.text} only checks what would happen on {sim.kind} (lfkit doctor, patches, plan, "
+        f"run --dry-run); {what} would take place on this machine, deciding and recording as {sim.kind}: "
+        f"{instead}unset {ENV} to run it here"
+    )

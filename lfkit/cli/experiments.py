@@ -72,6 +72,8 @@ def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, 
     from lfkit.recipes.resolve import read_config
     from lfkit.recipes.sweep import Sweep, VariantsFailed, default_folder
 
+    from .plan import refuse_real_work
+
     if metric not in METRICS:
         raise UsageError(f"--metric {metric}: one of {', '.join(METRICS)}")
     backend, assignments = choose_backend(slurm, assignments, sbatch_lines)
@@ -84,6 +86,7 @@ def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, 
     sweep.check_folder(overwrite)
     with quiet_resolution():
         plans = sweep.plans(backend.devices_per_node)
+    refuse_real_work(f"every {'model' if 'model' in grid else 'variant'}")
     _preflight_every_variant(sweep, plans, backend.devices_per_node, no_preflight)
     console.print(f"lfkit: {len(plans)} variants of {recipe_name} -> {out}", highlight=False)
     echo = lambda line: console.print(line, highlight=False)  # noqa: E731

@@ -107,6 +107,16 @@ def _table(out: Console, title, columns, rows) -> None:
     print_table(out, title, columns, rows, numeric=("bytes", "size", "needed"))
 
 
+def refuse_real_work(what: str) -> None:
+    """Under LFKIT_SIMULATE nothing really runs (one line, exit 2): checked after the run is resolved,
+    so a refusal the simulated platform makes (bf16 on gfx906) is the one shown."""
+    from lfkit.simulation import real_work_refusal
+
+    refusal = real_work_refusal(what)
+    if refusal is not None:
+        raise UsageError(refusal)
+
+
 def preflight(plan, devices: int | None, skip: bool) -> list:
     """Stop before anything loads when a train step's estimate is far above the card (one line, exit 2)."""
     if skip or not any(s.command == "train" for s in plan.steps):

@@ -128,7 +128,7 @@ def run_recipe(
     from lfkit.recipes.failures import run_failures
     from lfkit.recipes.run_folder import judge_output_dir, plan_dict, refuse_finished
 
-    from .plan import preflight, show_on_stderr, step_plans
+    from .plan import preflight, refuse_real_work, show_on_stderr, step_plans
 
     backend, assignments = choose_backend(slurm, assignments, sbatch_lines)
     if not dry_run:
@@ -161,6 +161,7 @@ def run_recipe(
             }
         )
         return
+    refuse_real_work("the run")
     plans = preflight(plan, devices, no_preflight)
     if backend.batch:
         submitted(plan, backend, backend.run(plan, overwrite, echo=_echo))
