@@ -17,7 +17,7 @@ from lfkit.atomic import write_json
 from lfkit.locking import locked
 from lfkit.paths import lfkit_home
 
-from .run_folder import RUN_FILE, read_record, settle
+from .run_folder import RUN_FILE, read_record, record_problem, settle
 from .summary import key_metric
 
 STATUSES = ("finished", "failed", "interrupted", "running", "submitted")
@@ -48,10 +48,13 @@ def remember(folder: Path) -> None:
 
 
 def is_run_folder(folder: Path) -> bool:
+    """A run's folder: its run.json names a recipe, or cannot be read at all (listed as unreadable,
+    never skipped); a step folder of a multi-step run is not a run of its own."""
     record = read_record(folder)
-    if not record or "recipe" not in record:
+    if record is None:
+        return record_problem(folder) is not None and "recipe" not in (read_record(folder.parent) or {})
+    if "recipe" not in record:
         return False
-    # a step folder of a multi-step run is not a run of its own
     return "step" not in record or read_record(folder.parent) is None
 
 
@@ -113,22 +116,26 @@ def describe(folder: Path, status_of: StatusOf | None = None) -> dict[str, Any]:
     }
 
 
-def unreadable(folder: Path, exc: Exception) -> dict[str, Any]:
+def unreadable(folder: Path, problem: str) -> dict[str, Any]:
     """The one line a run whose record cannot be read gets in a listing."""
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return {"recipe": None, "status": f"unreadable run.json ({reason[:80]})", "started": None, "seconds": None,
-            "metric": "", "folder": str(folder)}  # fmt: skip
+    return {"recipe": None, "status": problem, "started": None, "seconds": None, "metric": "", "folder": str(folder)}
+
+
+def _described(folder: Path, status_of: StatusOf | None) -> dict[str, Any]:
+    problem = record_problem(folder)
+    if problem is not None:
+        return unreadable(folder, problem)
+    try:
+        return describe(folder, status_of)
+    except Exception as exc:  # noqa: BLE001 - one bad record is one line, never the end of the listing
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return unreadable(folder, f"unreadable {RUN_FILE} ({reason[:80]})")
 
 
 def all_runs(root: Path, status_of: StatusOf | None = None) -> list[dict[str, Any]]:
     folders = {f.resolve() for f in find_runs(root)}
     folders |= {f.resolve() for f in remembered() if f.is_dir() and is_run_folder(f)}
-    runs = []
-    for folder in folders:
-        try:
-            runs.append(describe(folder, status_of))
-        except Exception as exc:  # noqa: BLE001 - one bad record is one line, never the end of the listing
-            runs.append(unreadable(folder, exc))
+    runs = [_described(folder, status_of) for folder in folders]
 
     def when(run: dict[str, Any]) -> float:
         started = _time(run["started"])

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from lfkit.atomic import write_json, write_text
 from lfkit.errors import UsageError
 from lfkit.locking import Busy, acquire
+from lfkit.state_files import read_text_bounded
 
 from . import outputs
 from .progress import TRAINER_LOG
@@ -107,17 +108,36 @@ def mend_record(folder: Path, record: dict) -> None:
         write_json(folder / RUN_FILE, normal(record))
 
 
+def _load(path: Path) -> tuple[dict | None, str | None]:
+    """A record and, where the file is there but is no record, why (in words)."""
+    try:
+        data = json.loads(read_text_bounded(path))
+    except FileNotFoundError:
+        return None, None
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON: {exc}"
+    except OSError as exc:  # a FIFO, a device, a huge file, no permission: never read, never a hang
+        return None, exc.strerror or type(exc).__name__
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    return data, None
+
+
 def read_record(folder: Path | None, name: str = RUN_FILE) -> dict | None:
     """The JSON record ``name`` (run.json unless told) of a folder; None if absent, unreadable or
     not a record (a JSON object)."""
     if folder is None:
         return None
-    path = Path(folder) / name
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return _load(Path(folder) / name)[0]
+
+
+def record_problem(folder: Path, name: str = RUN_FILE) -> str | None:
+    """What is wrong with a folder's record, in the words every command uses (show, status, logs,
+    cancel, runs, a run into that folder); None where it reads as a record or is absent."""
+    why = _load(Path(folder) / name)[1]
+    return None if why is None else f"unreadable {name} ({why})"
 
 
 def now() -> str:
@@ -200,6 +220,9 @@ def differences(old: dict, new: dict) -> list[str]:
 def refuse_finished(out: Path | None, overwrite: bool, record: dict | None = None) -> None:
     """The cheap first check, before anything is imported: a finished run stays untouched."""
     record = record if record is not None else read_record(out)
+    problem = None if record is not None or out is None else record_problem(out)
+    if problem is not None:
+        raise UsageError(f"{out}: {problem}; mend or move it, or choose another output_dir")
     if record and record.get("status") == FINISHED and not overwrite:
         raise UsageError(
             f"output_dir {out} holds a finished run of {record.get('recipe')}; pass --overwrite to replace it"
@@ -212,6 +235,7 @@ def refuse_foreign(out: Path | None) -> None:
         return
     if not out.is_dir():
         raise UsageError(f"output_dir {out} is a file")
+    refuse_finished(out, True)  # an unreadable run.json, perhaps a finished run's, is never taken as nothing
     if read_record(out) is None and not outputs.is_empty_run_folder(out):
         raise UsageError(f"output_dir {out} holds files that are not an lfkit run; choose a new or empty folder")
 

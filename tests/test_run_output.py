@@ -236,3 +236,42 @@ def test_one_bad_record_is_one_line_in_the_listing_and_a_missing_root_is_refused
         f"lfkit: error: {tmp_path / 'nonexistent'}: no such folder (give the folder your runs are under, "
         "or nothing for ./runs)"
     ]
+
+
+def test_an_unreadable_run_json_gets_the_same_words_in_every_command(tmp_path):
+    """A run.json cut short (a full disk, a copy interrupted) was silence in `lfkit runs`, "not an lfkit run
+    folder" in show, "not a run record (not a JSON object)" in status and "holds files that are not an lfkit
+    run" for a run into the folder; a FIFO in its place made show hang."""
+    root = tmp_path / "runs"
+    whole = json.dumps({"recipe": "sft-lora-single", "status": "finished", "step": "train",
+                        "started": "2026-01-02T03:04:05+00:00", "args": {"learning_rate": 1e-4}}, indent=1)  # fmt: skip
+    cases = {"cut": whole.encode()[: len(whole) // 2], "list": b"[1, 2]", "latin1": b'{"recipe": "caf\xe9"}'}
+    for name, data in cases.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "run.json").write_bytes(data)
+    (root / "multi" / "train").mkdir(parents=True)  # a step's record cut short is its run's business, not a run
+    (root / "multi" / "run.json").write_text(json.dumps({"recipe": "demo", "status": "failed"}), encoding="utf-8")
+    (root / "multi" / "train" / "run.json").write_bytes(cases["cut"])
+    (root / "fifo").mkdir()
+    os.mkfifo(root / "fifo" / "run.json")
+    env = clean_env(LFKIT_HOME=str(tmp_path / "home"))
+    words = {"cut": "unreadable run.json (not JSON: Unterminated string starting at: line 5",
+             "list": "unreadable run.json (not a JSON object)", "latin1": "unreadable run.json (not UTF-8 text)",
+             "fifo": "unreadable run.json (not a regular file)"}  # fmt: skip
+    listed = run([BIN / "lfkit", "runs", root, "--json"], env=env, timeout=60)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    found = {Path(r["folder"]).name: r["status"] for r in json.loads(listed.stdout)}
+    assert found.keys() == {"cut", "list", "latin1", "multi"}  # the FIFO is no file to list; show names it
+    for name, said in words.items():
+        if name in found:
+            assert found[name].startswith(said), found[name]
+        for command in (["show"], ["status"], ["logs"]):
+            answer = run([BIN / "lfkit", *command, root / name], env=env, timeout=60)
+            assert answer.returncode == 2, (command, answer.stderr)
+            (line,) = answer.stderr.strip().splitlines()
+            assert line.startswith(f"lfkit: error: {root / name}: {said}"), (command, line)
+        into = run([BIN / "lfkit", "run", "sft-lora-single", "model=tiny:llama", "dataset=telecom_demo",
+                    f"output_dir={root / name}", "--dry-run", "--overwrite"], env=env, timeout=120)  # fmt: skip
+        assert into.returncode == 2
+        assert into.stderr.strip().splitlines()[-1].startswith(f"lfkit: error: {root / name}: {said}")
+    assert (root / "cut" / "run.json").read_bytes() == cases["cut"]  # left as it was

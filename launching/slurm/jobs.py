@@ -84,13 +84,16 @@ def status(folder: Path) -> dict:
     """Where a run stands (a Slurm job's run, or one on this machine), with each step's state; the
     same answer `lfkit runs` and `lfkit show` give. A run.json left saying "running" by a run that
     is gone is mended on the way: "interrupted" (killed here) or "failed" (a job Slurm lost)."""
-    from lfkit.recipes.run_folder import RUN_FILE, read_record, settle
+    from lfkit.recipes.run_folder import RUN_FILE, read_record, record_problem, settle
 
+    problem = record_problem(Path(folder))
+    if problem is not None:
+        raise UsageError(f"{folder}: {problem}")
     if not (Path(folder) / RUN_FILE).is_file():
         raise UsageError(f"{folder} holds no lfkit run (no run.json)")
     record = settle(Path(folder))
     if record is None:
-        raise UsageError(f"{Path(folder) / RUN_FILE} is not a run record (not a JSON object)")
+        raise UsageError(f"{folder} holds no lfkit run (no run.json)")
     job = job_id_of(record)
     state = slurm_state(job) if job else None
     if job:
@@ -139,8 +142,11 @@ def _local(record: dict) -> str:
 
 def cancel(folder: Path) -> str:
     from lfkit.atomic import write_json
-    from lfkit.recipes.run_folder import RUN_FILE, now, read_record
+    from lfkit.recipes.run_folder import RUN_FILE, now, read_record, record_problem
 
+    problem = record_problem(Path(folder))
+    if problem is not None:
+        raise UsageError(f"{folder}: {problem}")
     record = read_record(folder)
     job = job_id_of(record)
     if job is None:

@@ -95,10 +95,13 @@ def show_command(folder: Path = typer.Argument(..., help="A run folder (output_d
     """One run: its steps and results, the arguments that differ from the recipe, metrics and plots."""
     from lfkit.launching.backends import run_status
     from lfkit.recipes.history import describe, is_run_folder
-    from lfkit.recipes.run_folder import RUN_FILE, read_record
+    from lfkit.recipes.run_folder import RUN_FILE, read_record, record_problem
     from lfkit.recipes.summary import key_result
 
     folder = folder.expanduser().resolve()
+    problem = record_problem(folder)
+    if problem is not None:
+        raise UsageError(f"{folder}: {problem}")
     if not (folder / RUN_FILE).is_file() or not is_run_folder(folder):
         raise UsageError(f"{folder} is not an lfkit run folder (no run.json of a run)")
     described = describe(folder, run_status)  # first: it mends a run.json left saying "running"
