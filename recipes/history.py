@@ -20,7 +20,7 @@ from lfkit.paths import lfkit_home
 from .run_folder import RUN_FILE, read_record, record_problem, settle
 from .summary import key_metric
 
-STATUSES = ("finished", "failed", "interrupted", "running", "submitted")
+STATUSES = ("finished", "failed", "interrupted", "cancelled", "running", "submitted")
 
 
 def _registry() -> Path:

@@ -42,6 +42,7 @@ LF_ARGS_FILE = "llamafactory.yaml"
 DEEPSPEED_FILE = "deepspeed.json"
 PATCH_REPORT = ".lfkit-patches.json"
 FINISHED, RUNNING, FAILED, INTERRUPTED = "finished", "running", "failed", "interrupted"
+CANCELLED = "cancelled"  # a Slurm job cancelled (lfkit cancel, scancel, preempted) before its run finished
 SUBMITTED = "submitted"  # a batch job (Slurm) that has not started yet
 VERSIONS = ("lfkit", "llamafactory", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed")
 

@@ -119,6 +119,12 @@ def test_cancel_then_resume_from_the_last_checkpoint(env, tmp_path):
     assert cancelled.returncode == 0, cancelled.stderr
     info = wait_until(env, out)
     assert info["status"] == "cancelled", info
+    # the same word in run.json and in every command (run.json said "interrupted" where runs said "cancelled")
+    assert json.loads((out / "run.json").read_text())["status"] == "cancelled"
+    listed = json.loads(lfkit(env, "runs", out.parent, "--json").stdout)
+    assert [r["status"] for r in listed if r["folder"] == str(out)] == ["cancelled"]
+    shown = json.loads(lfkit(env, "show", out, "--json").stdout)
+    assert shown["status"] == "cancelled" and [s["status"] for s in shown["steps"]] == ["cancelled"]
 
     result = lfkit(env, "run", "sft-lora-single", *QUICK, f"output_dir={out}", *args, "--slurm")
     assert result.returncode == 0, result.stderr

@@ -71,7 +71,7 @@ def summarize(record: dict | None, state: str | None) -> str:
         return "finished"
     if state is not None:
         return "cancelled" if state in CANCELLED_STATES else "failed"
-    if ran == "interrupted" or (record.get("slurm") or {}).get("cancelled"):
+    if ran in ("interrupted", "cancelled") or (record.get("slurm") or {}).get("cancelled"):
         return "cancelled"
     return "failed"  # Slurm forgot a job whose run never recorded an end: it was lost
 
@@ -100,7 +100,8 @@ def status(folder: Path) -> dict:
         # Read again after asking Slurm: a job that just ended wrote its end first.
         record = read_record(Path(folder)) or record
     summary = summarize(record, state) if job else _local(record)
-    if job and not is_active(state) and record.get("status") in ("running", "submitted"):
+    # run.json says what every command says: a job cancelled under a running step left "interrupted"
+    if job and not is_active(state) and record.get("status") in UNSETTLED and record.get("status") != summary:
         if state is not None or _forgotten(job):  # known to have ended; not merely out of reach from here
             record = _mark_ended(Path(folder), record, state, summary)
     steps = []
@@ -121,14 +122,25 @@ def status(folder: Path) -> dict:
     }
 
 
+# What a run.json may say when its job has ended without finishing: the job's run never wrote an end
+# (killed with the node), or wrote "interrupted" when Slurm's SIGTERM reached it.
+UNSETTLED = ("running", "submitted", "interrupted")
+
+
 def _mark_ended(folder: Path, record: dict, state: str | None, summary: str) -> dict:
-    """run.json of a job that ended (or that Slurm forgot) before its run could record an end:
-    "interrupted" where it was cancelled, else "failed"."""
-    from lfkit.recipes.run_folder import FAILED, INTERRUPTED, mend_record, now
+    """run.json (and its steps') of a job that ended, or that Slurm forgot, without finishing:
+    "cancelled" where it was cancelled, else "failed", as `lfkit status`, `runs` and `show` say."""
+    from lfkit.recipes.run_folder import CANCELLED, FAILED, mend_record, now, read_record
 
     why = f"the Slurm job ended {state}" if state else "Slurm no longer knows the job"
-    status = INTERRUPTED if summary == "cancelled" else FAILED
-    mended = {**record, "status": status, "ended": now(), "settled": f"{why} before the run recorded an end"}
+    status = CANCELLED if summary == "cancelled" else FAILED
+    ended = now()
+    for step in (record.get("plan") or {}).values():
+        step_dir = Path(step["dir"]) if isinstance(step, dict) and step.get("dir") else None
+        own = read_record(step_dir) if step_dir is not None and step_dir != Path(folder) else None
+        if own is not None and own.get("status") in UNSETTLED:
+            mend_record(step_dir, {**own, "status": status, "ended": own.get("ended") or ended, "settled": why})
+    mended = {**record, "status": status, "ended": record.get("ended") or ended, "settled": why}
     mend_record(folder, mended)
     return mended
 
