@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lfkit.atomic import write_json
+from lfkit.errors import UsageError
 from lfkit.flags import truthy
 from lfkit.locking import locked
 from lfkit.paths import lfkit_home
@@ -33,6 +35,10 @@ TOKENIZE_KEYS = (
     "mask_history", "max_samples", "packing", "neat_packing", "default_system", "enable_thinking", "streaming",
 )  # fmt: skip
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt")
+
+
+class DataUnusable(Exception):
+    """LLaMA-Factory's own pipeline cannot load or tokenize the step's data: the run would fail the same way."""
 
 
 @dataclass(frozen=True)
@@ -72,10 +78,15 @@ def _measure(args: dict[str, Any]) -> tuple[int, int, int]:
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its warnings go to the stderr it found at import, past any redirect
+    # datasets logs a file it cannot parse as an error of its own, before raising what the plan reports
+    datasets_logger = logging.getLogger("datasets")
+    level = datasets_logger.level
+    datasets_logger.setLevel(logging.CRITICAL)
     try:
         return _tokenized_lengths(args)
     finally:
         hf_logging.set_verbosity(verbosity)
+        datasets_logger.setLevel(level)
 
 
 def _tokenized_lengths(args: dict[str, Any]) -> tuple[int, int, int]:
@@ -91,10 +102,30 @@ def _tokenized_lengths(args: dict[str, Any]) -> tuple[int, int, int]:
         model_args, data_args, training_args, _, _ = get_train_args(keep)
         tokenizer_module = load_tokenizer(model_args)
         template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
-        module = get_dataset(template, model_args, data_args, training_args, keep["stage"], **tokenizer_module)
+        try:
+            module = get_dataset(template, model_args, data_args, training_args, keep["stage"], **tokenizer_module)
+        except OSError:
+            raise  # a hub dataset out of reach, a file not readable here: the run's machine may do better
+        except Exception as exc:  # noqa: BLE001 - the data itself: a parse error, fields of the wrong type
+            raise DataUnusable(_innermost(exc)) from exc
     lengths = [len(ids) for ids in module["train_dataset"]["input_ids"]]
     longest = max(lengths)
     return longest, lengths.count(longest), len(lengths)
+
+
+def _innermost(exc: BaseException) -> str:
+    """The error and, where it wraps another (datasets around pyarrow), the one that says what is wrong."""
+    chain, seen = [exc], {id(exc)}
+    while (inner := chain[-1].__cause__ or chain[-1].__context__) is not None and id(inner) not in seen:
+        chain.append(inner)
+        seen.add(id(inner))
+
+    def words(e: BaseException) -> str:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+    said = words(exc)
+    return said if len(chain) == 1 else f"{said} ({words(chain[-1])})"
 
 
 def _tokenizer_is_folder_code(model: Path) -> bool:
@@ -138,6 +169,12 @@ def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) ->
         # LLaMA-Factory prints a training example and progress bars while it tokenizes; a plan shows none
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             tokens, at_longest, samples = _measure(args)
+    except DataUnusable as exc:
+        raise UsageError(
+            f"LLaMA-Factory cannot load dataset {args.get('dataset')}: {str(exc)[:300]}; the run would fail the same "
+            "way (check the file against LLaMA-Factory's data/README.md, or register it with `lfkit data add`, "
+            "which checks it)"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - the plan goes on with the bound; the reason is shown
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return _assumed(cutoff, f"the data could not be tokenized here: {reason[:120]}")

@@ -210,3 +210,37 @@ def test_prepare_out_that_cannot_be_written(where, tmp_path):
     expected = "is a file; give a folder" if where == "a file" else "cannot write there (Permission denied)"
     assert line.startswith(f"lfkit: error: --out {out}") and expected in line
     assert not (tmp_path / "home" / "datasets.json").exists()
+
+
+@pytest.fixture
+def data_beside(tmp_path):
+    """Datasets registered by hand in a dataset_dir (LLaMA-Factory's own way), not through `lfkit data add`."""
+    data = tmp_path / "data"
+    data.mkdir()
+    good = [{"instruction": "what is 5G?", "input": "", "output": "the fifth generation"}] * 4
+    (data / "good.json").write_text(json.dumps(good), encoding="utf-8")
+    (data / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(good).encode())  # "UTF-8" from a Windows editor
+    (data / "ints.json").write_text(json.dumps([{"instruction": 1, "input": "", "output": 2}] * 4), encoding="utf-8")
+    info = {name: {"file_name": f"{name}.json"} for name in ("good", "bom", "ints")}
+    (data / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    return data
+
+
+@pytest.mark.parametrize(
+    "dataset, cause",
+    [("bom", "DatasetGenerationError: An error occurred while generating the dataset (ValueError: "),
+     ("ints", "TypeError: sequence item 0: expected str instance, int found")],
+)  # fmt: skip
+def test_data_llamafactory_cannot_load_stops_the_dry_run_the_plan_and_the_run(dataset, cause, data_beside,
+                                                                               tmp_path, tiny_llama):  # fmt: skip
+    """The dry-run said "could not be tokenized here" in its plan and exited 0; the run then failed in its step."""
+    args = ["sft-lora-single", f"model={tiny_llama}", f"dataset={dataset}", f"dataset_dir={data_beside}"]
+    out = f"output_dir={tmp_path / 'out'}"
+    expected = f"lfkit: error: LLaMA-Factory cannot load dataset {dataset}: {cause}"
+    assert one_line(lfkit("run", *args, out, "--dry-run")).startswith(expected)
+    assert one_line(lfkit("plan", *args)).startswith(expected)
+    # the run makes the same check wherever it plans (a card, or gpu_memory= for one), before its step starts
+    assert one_line(lfkit("run", *args, out, "gpu_memory=16GiB", "max_steps=1")).startswith(expected)
+    assert not (tmp_path / "out").exists()
+    fine = lfkit("run", *args[:2], "dataset=good", f"dataset_dir={data_beside}", out, "--dry-run")
+    assert fine.returncode == 0, fine.stderr[-2000:]
