@@ -38,6 +38,11 @@ def write_text(path: Path, text: str) -> None:
             fh.write(text)
             os.fchmod(fh.fileno(), mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a write or close of the temporary file: name the file it was for
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -32,7 +32,10 @@ def callbacks() -> list:
             self.measured: dict[str, int] = {}
 
         def _write(self) -> None:
-            write_json(Path(folder) / REPORT_FILE, self.measured)
+            try:
+                write_json(Path(folder) / REPORT_FILE, self.measured)
+            except OSError:
+                pass  # a record beside the run (a full disk): never the reason a training run stops
 
         def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
             if "gradients" in self.measured or model is None:

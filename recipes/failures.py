@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 
 from .runner import RunInterrupted, StepFailed
@@ -24,3 +25,12 @@ def run_failures():
     except RunInterrupted as exc:
         sys.stderr.write(f"lfkit: interrupted: {exc}\n")
         raise SystemExit(130) from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(
+            f"lfkit: error: {where}{exc.strerror}; the run stopped: free space there, then run the same "
+            "command again to continue\n"
+        )
+        raise SystemExit(1) from None

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -175,7 +176,10 @@ class Runner:
                 self._write(root, {**(read_record(root) or {}), "status": status, "ended": now()})
             raise
         finally:
-            outputs.record(root)
+            # what the run wrote, for a later --overwrite; where that cannot be written (a full disk), the
+            # step's own failure is what is said, and a later --overwrite takes the newer files as not its own
+            with contextlib.suppress(OSError):
+                outputs.record(root)
         if multi:
             record = read_record(root) or {}
             self._write(root, {**record, "status": FINISHED, "finished": now(), "steps": [r["step"] for r in results]})
@@ -292,10 +296,14 @@ class Runner:
             record["status"] = FAILED
             self._write(folder, record)
             log = folder / LOG_FILE
+            lost = process.seen.lost
+            if lost is None:
+                lines = error_lines(log)
+            else:  # the log stopped being written (a full disk): its end, as the step printed it
+                lines = error_lines(log, text=process.seen.tail.decode("utf-8", errors="replace"))
+                lines.append(f"(the log could not be written past some point: {lost.strerror or lost})")
             raise StepFailed(
-                f"step {step.name} ({step.command}) failed with exit code {code}",
-                error_lines(log),
-                log if log.is_file() else None,
+                f"step {step.name} ({step.command}) failed with exit code {code}", lines, log if log.is_file() else None
             )
         if step.command == "train":
             _fix_adapter_base(folder, args.get("model_name_or_path"))

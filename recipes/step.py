@@ -9,6 +9,7 @@ for the runner to put into run.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -101,7 +102,9 @@ def main() -> None:
             "arg_changes": [c.as_dict() for c in ARG_CHANGES],
             "platform": detect_platform().as_dict(),
         }
-        write_json(folder / PATCH_REPORT, report)
+        # On a full disk the step's own error is what the user must see, not this report's
+        with contextlib.suppress(OSError):
+            write_json(folder / PATCH_REPORT, report)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -55,21 +56,69 @@ class stop_signals:
         return False
 
 
-def _copy(source, log_path: Path, echo: bool) -> None:
+TAIL_BYTES = 64 * 1024  # the end of a step's output, kept in memory for its error lines
+
+
+class Copy:
+    """What the copier saw: the end of the output, and why the log stopped being written (if it did)."""
+
+    def __init__(self) -> None:
+        self.tail = bytearray()
+        self.lost: OSError | None = None
+
+    def keep(self, chunk: bytes) -> None:
+        self.tail += chunk
+        del self.tail[:-TAIL_BYTES]
+
+
+def _copy(source, log_path: Path, echo: bool, seen: Copy) -> None:
+    """Drain the step's output into its log (and the terminal when asked) until the step closes it.
+    The pipe is drained to the end whatever happens to the log: a step whose reader stopped would
+    block on its next write for ever (a full disk did that)."""
     out = sys.stdout.buffer if echo else None
-    with open(log_path, "ab") as log:
+    log = _open_log(log_path, seen)
+    try:
         while True:
             chunk = os.read(source.fileno(), 65536)
             if not chunk:
                 break
-            log.write(chunk)
-            log.flush()
+            seen.keep(chunk)
+            if log is not None:
+                try:
+                    log.write(chunk)
+                    log.flush()
+                except OSError as exc:
+                    _log_lost(log_path, exc, seen)
+                    with contextlib.suppress(OSError):
+                        log.close()  # what it still holds cannot be written either
+                    log = None
             if out is not None:
                 try:
                     out.write(chunk)
                     out.flush()
                 except (OSError, ValueError):
                     out = None  # a closed terminal must not stop the log
+    finally:
+        if log is not None:
+            with contextlib.suppress(OSError):
+                log.close()
+
+
+def _open_log(log_path: Path, seen: Copy):
+    try:
+        return open(log_path, "ab")
+    except OSError as exc:
+        _log_lost(log_path, exc, seen)
+        return None
+
+
+def _log_lost(log_path: Path, exc: OSError, seen: Copy) -> None:
+    seen.lost = exc
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(
+            f"lfkit: warning: {log_path}: {exc.strerror or exc}; the step's output from here on is not kept\n"
+        )
+        sys.stderr.flush()
 
 
 class StepProcess:
@@ -87,13 +136,14 @@ class StepProcess:
         env = {**os.environ, **(extra_env or {}), PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
         self.log = folder / log_name
         self.copier = None
+        self.seen = Copy()
         if interactive:
             self.proc = subprocess.Popen(argv, env=env, pass_fds=keep_fds)
             return
         self.proc = subprocess.Popen(
             argv, env=env, pass_fds=keep_fds, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        self.copier = threading.Thread(target=_copy, args=(self.proc.stdout, self.log, echo), daemon=True)
+        self.copier = threading.Thread(target=_copy, args=(self.proc.stdout, self.log, echo, self.seen), daemon=True)
         self.copier.start()
 
     def wait(self, poll=None, interval: float = 1.0) -> int:
@@ -155,13 +205,15 @@ def die_with_parent() -> None:
 _FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+)')
 
 
-def error_lines(log: Path, limit: int = 4) -> list[str]:
-    """The lines of a step's log that name its error: lfkit's own error lines, or the last
-    traceback's exception and its nearest frame outside the Python libraries."""
-    try:
-        text = log.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
+def error_lines(log: Path, limit: int = 4, text: str | None = None) -> list[str]:
+    """The lines of a step's log (or of ``text``, its end, where the log could not be written) that
+    name its error: lfkit's own error lines, or the last traceback's exception and its nearest frame
+    outside the Python libraries."""
+    if text is None:
+        try:
+            text = log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
     lines = [line.rstrip() for line in text.replace("\r", "\n").splitlines()]
     own = [line for line in lines if line.startswith("lfkit: error:")]
     if own:

@@ -55,7 +55,10 @@ def key_result(command: str, folder: Path | None, record: dict[str, Any] | None)
         what = "adapter" if args.get("finetuning_type", "lora") == "lora" else "model"
         made = record.get("status") == "finished" and any(any(folder.glob(w)) for w in WEIGHTS[what])
         # a step killed or failed (a full disk) made none, whatever its checkpoints hold
-        product = f"{what} in {folder}" if made else f"no {what} saved (the step {record.get('status') or 'stopped'})"
+        status = record.get("status") or "stopped"
+        product = f"{what} in {folder}" if made else f"no {what} saved (the step {status})"
+        if not made and status == "running":
+            product = f"no {what} yet (the step is running)"
         return (f"loss {loss:.4g}; " if loss is not None else "") + product
     if command == "export":
         return f"merged model in {args.get('export_dir') or folder}"

@@ -4,9 +4,12 @@ Real runs of the real LLaMA-Factory on a tiny model; the kill tests send real
 signals to real processes.
 """
 
+import errno
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -220,3 +223,48 @@ def test_a_failed_step_prints_the_lines_that_name_the_error(tmp_path, tiny_llama
     assert lines[-1] == f"  full log: {out / 'output.log'}"
     assert "Traceback" in (out / "output.log").read_text()
     assert record(out)["status"] == "failed"
+
+
+def test_a_step_whose_log_cannot_be_written_still_runs_to_its_end(tmp_path):
+    """On a full disk the copier of the step's output died with a traceback and stopped draining the pipe:
+    the step then blocked on its next write, for ever. /dev/full gives the kernel's own ENOSPC."""
+    from lfkit.recipes.step_process import StepProcess
+
+    lines = "import sys\nfor i in range(3000): print(f'line {i} ' + 'x' * 90)\nsys.exit(3)"
+    (tmp_path / "output.log").symlink_to("/dev/full")
+    started = time.monotonic()
+    step = StepProcess([sys.executable, "-c", lines], tmp_path, echo=False)
+    assert step.wait() == 3
+    assert time.monotonic() - started < 60
+    assert step.seen.lost is not None and step.seen.lost.errno == errno.ENOSPC
+    assert step.seen.tail.decode().rstrip().endswith("line 2999 " + "x" * 90)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (root only): a disk that really fills."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.parametrize("free_kib", [300, 100, 20])
+def test_a_run_on_a_full_disk_ends_in_lines_not_tracebacks(free_kib, small_disk, tiny_llama):
+    """The disk fills at a different point for each size (the step's checkpoint, its log, run.json): each ends
+    with lfkit's lines, exit 1, no traceback of lfkit's own, and nothing claims an adapter that is not there."""
+    total = os.statvfs(small_disk)
+    (small_disk / "fill").write_bytes(b"\0" * (total.f_bavail * total.f_frsize - free_kib * 1024))
+    out = small_disk / "run"
+    result = lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo", f"output_dir={out}",
+                   *QUICK, "save_steps=1")  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert all(line.startswith(("lfkit: ", "  ")) for line in result.stderr.strip().splitlines()), result.stderr
+    assert "No space left on device" in result.stderr
+    shown = lfkit("show", out, "--json")
+    if shown.returncode == 0:  # run.json was written before the disk filled
+        (step,) = json.loads(shown.stdout)["steps"]
+        assert step["status"] in ("failed", "interrupted") and "no adapter saved" in step["result"], step

@@ -113,10 +113,13 @@ def show_command(folder: Path = typer.Argument(..., help="A run folder (output_d
     for name, step in _plan_of(record).items():
         step_dir = folder if single else folder / name
         step_record = read_record(step_dir) if step_dir.is_dir() else None
+        # one step run in the run's own folder is the run: its status is the settled one
+        status = described["status"] if single else (step_record or {}).get("status", "not started")
+        settled = {**step_record, "status": status} if step_record else None
         steps.append({
             "step": name, "command": step.get("command"), "folder": str(step_dir),
-            "status": (step_record or {}).get("status", "not started"), "seconds": (step_record or {}).get("seconds"),
-            "result": key_result(step.get("command"), step_dir, step_record) if step_record else "",
+            "status": status, "seconds": (step_record or {}).get("seconds"),
+            "result": key_result(step.get("command"), step_dir, settled) if settled else "",
         })  # fmt: skip
     metrics = {
         str(p.relative_to(folder)): p for p in sorted(folder.rglob("metrics.json")) if "checkpoint" not in str(p)
