@@ -14,6 +14,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from lfkit.digests import feed
 from lfkit.errors import UsageError
 
 DATASET_KEYS = ("dataset", "eval_dataset")
@@ -54,9 +55,7 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     for file in files:
         if target.is_dir():
             digest.update(file.relative_to(target).as_posix().encode() + b"\0")
-        with open(file, "rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                digest.update(block)
+        feed(digest, file)
     return digest.hexdigest()
 
 

@@ -12,7 +12,6 @@ edited since (notes added to the run's README.md).
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import stat
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lfkit.atomic import write_json
+from lfkit.digests import file_sha256
 from lfkit.errors import UsageError
 
 MANIFEST = ".lfkit-outputs.json"
@@ -62,21 +62,13 @@ def read_manifest(root: Path) -> dict[str, Any]:
     }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint(path: Path) -> dict[str, Any] | None:
     """Size and modification time of a file as it is now, and its sha256 when it is small."""
     try:
         info = path.lstat()
         found: dict[str, Any] = {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
         if stat.S_ISREG(info.st_mode) and info.st_size <= HASHED_UP_TO:
-            found["sha256"] = _sha256(path)
+            found["sha256"] = file_sha256(path)
     except OSError:
         return None
     return found
@@ -94,7 +86,7 @@ def changed(path: Path, recorded: Any) -> bool:
         return True
     if info.st_mtime_ns == recorded.get("mtime_ns"):
         return False
-    return "sha256" not in recorded or _sha256(path) != recorded["sha256"]
+    return "sha256" not in recorded or file_sha256(path) != recorded["sha256"]
 
 
 def is_empty_run_folder(root: Path) -> bool:
