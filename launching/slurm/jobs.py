@@ -83,7 +83,8 @@ def job_id_of(record: dict | None) -> str | None:
 def status(folder: Path) -> dict:
     """Where a run stands (a Slurm job's run, or one on this machine), with each step's state; the
     same answer `lfkit runs` and `lfkit show` give. A run.json left saying "running" by a run that
-    is gone is mended on the way: "interrupted" (killed here) or "failed" (a job Slurm lost)."""
+    is gone is mended on the way: "interrupted" (killed here); a job that ended without finishing
+    makes it "cancelled" or "failed", whatever its run last wrote."""
     from lfkit.recipes.run_folder import RUN_FILE, read_record, record_problem, settle
 
     problem = record_problem(Path(folder))
