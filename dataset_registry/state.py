@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,8 @@ def report_set_aside() -> None:
     for aside in found:
         problems.report(
             f"the dataset registry was corrupt and was set aside as {aside}; the datasets it held are not registered",
-            f"mend it and move it back (`mv {aside} {path}`, when {path} does not exist) or {FIX_BY_COMMAND}; "
+            f"mend it and move it back (`mv {shlex.quote(str(aside))} {shlex.quote(str(path))}`, when {path} does "
+            f"not exist) or {FIX_BY_COMMAND}; "
             "delete the old file once done",
         )
 

@@ -46,3 +46,21 @@ def locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def holder_of(path: Path) -> str | None:
+    """The pid written in a lock file another process holds now ("" when it wrote none), or None when
+    nobody holds it. Writes nothing: a check (a dry-run) must leave the folder as it was."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None

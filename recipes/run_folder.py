@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from lfkit.atomic import write_json, write_text
 from lfkit.errors import UsageError
-from lfkit.locking import Busy, acquire
+from lfkit.locking import Busy, acquire, holder_of
 from lfkit.state_files import read_text_bounded
 
 from . import outputs
@@ -298,6 +298,29 @@ def refuse_unwritable(output_dir: Path | None) -> None:
         raise UsageError(f"output_dir {output_dir}: cannot write there (Permission denied)")
 
 
+def refuse_busy(out: Path | None) -> None:
+    """What taking the folder's lock would say while another run holds it, asked without taking it
+    (for --dry-run; the run itself takes the lock)."""
+    if out is None:
+        return
+    holder = holder_of(out / outputs.LOCK_FILE)
+    if holder is not None and (not holder or _pid_alive(holder)):
+        raise UsageError(f"output_dir {out} has a run in progress (pid {holder or '?'}); wait for it or stop it first")
+
+
+def refuse_unresumable(plan: Plan) -> None:
+    """A train step that would resume from a checkpoint this stack cannot load, refused before anything loads."""
+    from lfkit.known_broken import resume_torch_load
+
+    for step in plan.steps:
+        checkpoint = last_checkpoint(step.dir) if step.command == "train" and step.dir else None
+        if checkpoint is None or (read_record(step.dir) or {}).get("status") == FINISHED:
+            continue
+        refused = resume_torch_load()
+        if refused is not None:
+            raise UsageError(f"step {step.name}: cannot resume from {checkpoint}: {refused.what}; fix: {refused.fix}")
+
+
 def judge_output_dir(plan: Plan, overwrite: bool, guard: Guard | None = None) -> tuple[str, list[Path]]:
     """What a run would do with its output_dir: ("fresh", []), ("overwrite", the files it would
     remove) or ("continue", []); a UsageError where it must refuse. Writes nothing, so ``--dry-run``
@@ -322,6 +345,7 @@ def judge_output_dir(plan: Plan, overwrite: bool, guard: Guard | None = None) ->
             f"output_dir {out} holds an unfinished run with other arguments ({what}); "
             "run it with the same ones to continue, or pass --overwrite to start over"
         )
+    refuse_unresumable(plan)
     return "continue", []
 
 

@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from lfkit.atomic import write_json, write_text
-from lfkit.errors import UsageError
-from lfkit.known_broken import resume_torch_load
 from lfkit.launching.step_launch import launch_record, step_environment
 
 from . import inputs, outputs
@@ -200,12 +198,7 @@ class Runner:
         resumed = None
         if step.command == "train":
             checkpoint = last_checkpoint(folder) if continuing else None
-            if checkpoint is not None:
-                refused = resume_torch_load()
-                if refused is not None:  # known before the model loads: one line, not the Trainer's traceback
-                    raise UsageError(
-                        f"step {step.name}: cannot resume from {checkpoint}: {refused.what}; fix: {refused.fix}"
-                    )
+            if checkpoint is not None:  # one this stack can load (run_folder.refuse_unresumable, before any step)
                 args["resume_from_checkpoint"] = str(checkpoint)
                 resumed = str(checkpoint)
                 self.echo(f"lfkit: step {step.name}: resuming from {checkpoint.name}")

@@ -157,6 +157,7 @@ class Sweep:
         self.names = variant_names(self.items)
         self.wrapped = with_eval(recipe, dataset)
         self.trained = _trained_step(recipe)
+        self._doomed: set[Path] | None = None  # what --overwrite deletes, once every check has passed
 
     def plans(self, devices: int | None = None) -> list[Plan]:
         """Every variant resolved and validated before the first one starts (``devices``: see resolve)."""
@@ -189,7 +190,9 @@ class Sweep:
                 raise UsageError(f"{self.out} holds files that are not an lfkit sweep; choose a new or empty folder")
             return
         if overwrite:
-            self._clear()
+            # what --overwrite will delete is judged now (a file not the sweep's own refuses), and deleted
+            # only once every variant has resolved and passed its checks (clear_overwritten)
+            self._doomed = self._removal()
             return
         if previous.get("status") == FINISHED:
             raise UsageError(f"{self.out} holds a finished sweep; pass --overwrite to run it again")
@@ -201,7 +204,7 @@ class Sweep:
                     "run it with the same arguments to continue, or pass --overwrite"
                 )
 
-    def _clear(self) -> None:
+    def _removal(self) -> set[Path]:
         """--overwrite: the sweep's own files and each variant's recorded outputs, nothing else."""
         variants = {p.name for p in self.out.iterdir() if p.is_dir() and read_record(p) is not None}
         doomed: set[Path] = set()
@@ -209,7 +212,13 @@ class Sweep:
             doomed.update(outputs.removal(self.out / name))
         checked = {f"{name}/{rel}" for name in variants for rel in outputs.files_under(self.out / name)}
         doomed.update(outputs.removal(self.out, SWEEP_OUTPUTS + tuple(checked)))
-        outputs.remove(self.out, doomed)
+        return doomed
+
+    def clear_overwritten(self) -> None:
+        """The finished sweep --overwrite replaces, deleted: called after every check, before the first variant."""
+        if self._doomed:
+            outputs.remove(self.out, self._doomed)
+        self._doomed = None
 
     def run(self, plans: list[Plan], backend, echo) -> list[dict]:
         """Each variant in turn on ``backend`` (a launch back end that runs here)."""

@@ -256,6 +256,12 @@ def test_preflight_stops_a_run_that_will_not_fit_before_anything_loads(seed_mode
     assert float(line.split("about ")[1].split(" GiB")[0]) > 100  # a 7B model's full fine-tune
     assert "--no-preflight" in line
     assert not out.exists()
+    # the dry-run shows the plan, then refuses with the same line (it exited 0 with "does NOT fit")
+    dry = run([*result.args, "--dry-run"])
+    assert dry.returncode == 2 and dry.stderr.strip().splitlines()[-1] == line
+    assert json.loads(dry.stdout)["steps"][0]["memory"]["fits"] is False
+    assert run([*result.args, "--dry-run", "--no-preflight"]).returncode == 0
+    assert not out.exists()
 
 
 @pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs sbatch (make test installs slurm-wlm as root)")

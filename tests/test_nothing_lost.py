@@ -138,6 +138,9 @@ def test_killing_lfkit_kills_its_step_and_the_lock_keeps_a_second_trainer_out(tm
     second = run(argv, env=clean_env())
     assert second.returncode == 2
     assert second.stderr.strip().splitlines()[-1].startswith(f"lfkit: error: output_dir {out} has a run in progress")
+    dry = run([*argv, "--dry-run"], env=clean_env())  # said it would continue the run in progress
+    assert dry.returncode == 2 and dry.stderr.strip().splitlines()[-1] == second.stderr.strip().splitlines()[-1]
+    assert (out / ".lfkit.lock").read_text().strip().isdigit()  # the run's pid: the dry-run wrote nothing there
 
     assert step_pids(out), "the step process should be training"
     signal_run(first, out, signal.SIGCONT)

@@ -169,6 +169,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_llama):
     assert other.returncode == 2
     assert "holds an unfinished run with other arguments (train.learning_rate: 5e-05 -> 0.001)" in other.stderr
 
+    dry = run([*argv, "--dry-run"], env=clean_env())
     resumed = run(argv, env=clean_env())
     from lfkit.known_broken import resume_torch_load
 
@@ -176,8 +177,11 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_llama):
     if refused is not None:  # transformers 4.52 on torch < 2.6 cannot resume: one line before the model loads
         line = f"lfkit: error: step train: cannot resume from {out / f'checkpoint-{checkpoint}'}: {refused.what}"
         assert resumed.returncode == 2 and resumed.stderr.strip() == f"{line}; fix: {refused.fix}", resumed.stderr
+        # the dry-run says so too (it said the run would continue)
+        assert dry.returncode == 2 and dry.stderr.strip().splitlines()[-1] == f"{line}; fix: {refused.fix}"
         assert (out / f"checkpoint-{checkpoint}").is_dir()  # nothing of the killed run is lost
         return
+    assert dry.returncode == 0, dry.stderr[-2000:]
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rec = record(out)
     assert rec["status"] == "finished"

@@ -360,6 +360,7 @@ def test_real_work_under_simulation_is_refused_and_records_no_platform_it_did_no
                  "--grid", "learning_rate=1e-4,2e-4", "--eval", "telecom_demo_test", "-o", tmp_path / "sweep"],
                 env=env)  # fmt: skip
     assert sweep.returncode == 2 and "every variant would take place on this machine" in sweep.stderr
+    assert "--dry-run to check it" not in sweep.stderr  # a sweep has none to offer
     assert not (tmp_path / "sweep").exists()
     # LLaMA-Factory's own command on the same YAML: the fixes in its process were chosen for gfx906
     yaml_file = tmp_path / "train.yaml"

@@ -82,6 +82,14 @@ def test_a_two_variant_sweep_resumes_without_rerunning_finished_variants(tmp_pat
     assert again.stderr.strip().splitlines()[-1] == (
         f"lfkit: error: {out} holds a finished sweep; pass --overwrite to run it again"
     )
+    # --overwrite deletes the finished sweep only once the new one has passed every check: a typo, or a
+    # simulation, deleted it and then stopped
+    files = sorted(p.relative_to(out) for p in out.rglob("*"))
+    typo = run([*argv, "max_stepz=2", "--overwrite"], env=clean_env())
+    assert typo.returncode == 2 and "max_stepz" in typo.stderr
+    simulated = run([*argv, "--overwrite"], env=clean_env(LFKIT_SIMULATE="rocm:gfx906"))
+    assert simulated.returncode == 2 and "every variant would take place on this machine" in simulated.stderr
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == files
 
 
 @pytest.mark.both_stacks

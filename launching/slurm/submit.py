@@ -10,6 +10,7 @@ go into the output_dir, and ``sbatch --parsable`` returns the job id at once.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -62,7 +63,9 @@ def refuse_active(out: Path) -> None:
     if job is not None:
         state = jobs.slurm_state(job)
         if jobs.is_active(state):
-            raise UsageError(f"output_dir {out} has job {job} {state.lower()}; wait for it or `lfkit cancel {out}`")
+            raise UsageError(
+                f"output_dir {out} has job {job} {state.lower()}; wait for it or `lfkit cancel {shlex.quote(str(out))}`"
+            )
 
 
 def guard(out: Path, record: dict) -> None:

@@ -32,6 +32,7 @@ def evaluate(
     assignments: Optional[list[str]] = ASSIGNMENTS,
     config: Optional[Path] = CONFIG,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace finished results in output_dir."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; run nothing."),
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Stream the step's whole output (it is always in STEP/output.log)."
     ),
@@ -43,7 +44,7 @@ def evaluate(
         assignments,
         config,
         overwrite,
-        dry_run=False,
+        dry_run=dry_run,
         slurm=False,
         sbatch_lines=None,
         no_preflight=False,
@@ -86,8 +87,9 @@ def _sweep(recipe_name, grid, assignments, config, dataset, output_dir, metric, 
     sweep.check_folder(overwrite)
     with quiet_resolution():
         plans = sweep.plans(backend.devices_per_node)
-    refuse_real_work(f"every {'model' if 'model' in grid else 'variant'}")
+    refuse_real_work(f"every {'model' if 'model' in grid else 'variant'}", dry_run=False)  # sweeps have none
     _preflight_every_variant(sweep, plans, backend.devices_per_node, no_preflight)
+    sweep.clear_overwritten()
     console.print(f"lfkit: {len(plans)} variants of {recipe_name} -> {out}", highlight=False)
     echo = lambda line: console.print(line, highlight=False)  # noqa: E731
     try:

@@ -107,12 +107,13 @@ def _table(out: Console, title, columns, rows) -> None:
     print_table(out, title, columns, rows, numeric=("bytes", "size", "needed"))
 
 
-def refuse_real_work(what: str) -> None:
+def refuse_real_work(what: str, dry_run: bool = True) -> None:
     """Under LFKIT_SIMULATE nothing really runs (one line, exit 2): checked after the run is resolved,
-    so a refusal the simulated platform makes (bf16 on gfx906) is the one shown."""
+    so a refusal the simulated platform makes (bf16 on gfx906) is the one shown. ``dry_run``: the
+    command has a --dry-run to offer instead."""
     from lfkit.simulation import real_work_refusal
 
-    refusal = real_work_refusal(what)
+    refusal = real_work_refusal(what, dry_run)
     if refusal is not None:
         raise UsageError(refusal)
 
@@ -121,16 +122,23 @@ def preflight(plan, devices: int | None, skip: bool) -> list:
     """Stop before anything loads when a train step's estimate is far above the card (one line, exit 2)."""
     if skip or not any(s.command == "train" for s in plan.steps):
         return []
-    from lfkit.planning.plan import has_target, refusal
+    from lfkit.planning.plan import has_target
 
     if not any(has_target(s.lfkit_args, devices) for s in plan.steps if s.command == "train"):
         return []  # a CPU machine and no gpu_memory=: nothing to hold the plan against
 
     plans = step_plans(plan, devices)
+    refuse_unfit(plans)
+    return plans
+
+
+def refuse_unfit(plans: list) -> None:
+    """The first train step whose needed memory is far above its card: one line, exit 2."""
+    from lfkit.planning.plan import refusal
+
     for p in plans:
         if p.refused:
             raise UsageError(refusal(p))
-    return plans
 
 
 @app.command("plan")

@@ -107,7 +107,9 @@ def recipes_export(
         write_text(beside, text)
     write_text(output, export_yaml(chosen, plan.recipe))
     also = f" with {beside}" if beside else ""
-    console.print(f"wrote {output}{also}  (llamafactory-cli {chosen.command} {output})", highlight=False)
+    console.print(
+        f"wrote {output}{also}  (llamafactory-cli {chosen.command} {shlex.quote(str(output))})", highlight=False
+    )
 
 
 @app.command("run")
@@ -126,9 +128,9 @@ def run_recipe(
 ):
     """Run a recipe by name: validate, check that each train step fits the card, run each step (or a Slurm job)."""
     from lfkit.recipes.failures import run_failures
-    from lfkit.recipes.run_folder import judge_output_dir, plan_dict, refuse_finished
+    from lfkit.recipes.run_folder import judge_output_dir, plan_dict, refuse_busy, refuse_finished
 
-    from .plan import preflight, refuse_real_work, show_on_stderr, step_plans
+    from .plan import preflight, refuse_real_work, refuse_unfit, show_on_stderr, step_plans
 
     backend, assignments = choose_backend(slurm, assignments, sbatch_lines)
     if not dry_run:
@@ -143,7 +145,8 @@ def run_recipe(
     devices = backend.devices_per_node
     if dry_run:  # the plan (and with --slurm the job script); nothing runs, nothing is submitted
         judge_output_dir(plan, overwrite, backend.folder_guard)  # what the run would refuse, refused here
-        memory = {}
+        refuse_busy(plan.output_dir)  # the run's lock, asked without taking it
+        memory, plans = {}, []
         if any(s.command == "train" for s in plan.steps):
             plans = step_plans(plan, devices)
             show_on_stderr(plans)
@@ -160,6 +163,8 @@ def run_recipe(
                 ],
             }
         )
+        if not no_preflight:
+            refuse_unfit(plans)  # the preflight's refusal, after the plan it comes from
         return
     refuse_real_work("the run")
     plans = preflight(plan, devices, no_preflight)
