@@ -102,6 +102,13 @@ def key_metric(folder: Path) -> str:
     return ""
 
 
+def _same_prompts(args: dict[str, Any]) -> str:
+    """What the next command must repeat to talk to the model as the step did: its template (a chat or
+    eval in another format answers another question) and the consent to run the model folder's code."""
+    said = f" template={shlex.quote(str(args['template']))}" if args.get("template") else ""
+    return said + (" trust_remote_code=true" if str(args.get("trust_remote_code")).lower() == "true" else "")
+
+
 def next_commands(plan, records: list[dict[str, Any]]) -> list[str]:
     """What a user would likely run next, from the last step that made something."""
     out: list[str] = []
@@ -110,20 +117,21 @@ def next_commands(plan, records: list[dict[str, Any]]) -> list[str]:
             continue
         args = step.args
         model = args.get("model_name_or_path")
+        same = _same_prompts(args)
         if step.command == "train" and args.get("finetuning_type", "lora") == "lora":
             base, adapter = shlex.quote(str(model)), shlex.quote(str(step.dir))
             merged = shlex.quote(f"{step.dir}-merged")
-            out.append(f"lfkit run chat model={base} adapter={adapter}")
-            out.append(f"lfkit run merge-lora model={base} adapter={adapter} output_dir={merged}")
-            out.append(f"lfkit eval model={base} adapter={adapter}")
+            out.append(f"lfkit run chat model={base} adapter={adapter}{same}")
+            out.append(f"lfkit run merge-lora model={base} adapter={adapter} output_dir={merged}{same}")
+            out.append(f"lfkit eval model={base} adapter={adapter}{same}")
             break
         if step.command == "train":
-            out.append(f"lfkit run chat model={shlex.quote(str(step.dir))}")
+            out.append(f"lfkit run chat model={shlex.quote(str(step.dir))}{same}")
             break
         if step.command == "export":
             merged = shlex.quote(str(args.get("export_dir") or step.dir))
-            out.append(f"lfkit run chat model={merged}")
-            out.append(f"lfkit eval model={merged}")
+            out.append(f"lfkit run chat model={merged}{same}")
+            out.append(f"lfkit eval model={merged}{same}")
             break
         if step.command == "eval" and plan.output_dir is not None:
             out.append(f"lfkit show {shlex.quote(str(plan.output_dir))}")

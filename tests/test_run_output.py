@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,7 +25,8 @@ INTERNAL = re.compile(r"seed ?00\d|the seeds|seeds'|种子 ?00\d", re.IGNORECASE
 def test_a_run_without_a_terminal_prints_a_few_plain_lines_and_keeps_the_whole_log(tiny_llama, tmp_path):
     out = tmp_path / "run"
     result = run([BIN / "lfkit", "run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
-                  "max_steps=3", "logging_steps=1", f"output_dir={out}"], env=clean_env(COLUMNS="80"))  # fmt: skip
+                  "template=alpaca", "max_steps=3", "logging_steps=1", f"output_dir={out}"],
+                 env=clean_env(COLUMNS="80"))  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     printed = (result.stdout + result.stderr).splitlines()
     assert len(printed) <= 40, "\n".join(printed)
@@ -34,7 +36,15 @@ def test_a_run_without_a_terminal_prints_a_few_plain_lines_and_keeps_the_whole_l
     # the summary: at 80 columns its long result cell does not fit, so each step is a block of lines
     block = printed[printed.index("- step: train") :][:4]
     assert block[1] == "  status: finished" and block[3].startswith("  result: loss ") and str(out) in block[3]
-    assert f"next: lfkit run merge-lora model={tiny_llama} adapter={out} output_dir={out}-merged" in printed
+    assert (
+        f"next: lfkit run merge-lora model={tiny_llama} adapter={out} output_dir={out}-merged template=alpaca"
+        in printed
+    )
+    # the next commands, pasted, talk to the model in the format it was trained in (they fell back on the family's)
+    (evaluate,) = [line[len("next: ") :] for line in printed if line.startswith("next: lfkit eval ")]
+    checked = run([*shlex.split(evaluate.replace("lfkit", str(BIN / "lfkit"), 1)), "--dry-run"])
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert json.loads(checked.stdout)["steps"][0]["args"]["template"] == "alpaca"
     log = (out / "output.log").read_text(encoding="utf-8")
     assert "llamafactory" in log and "***** Running training *****" in log and len(log.splitlines()) > 100
 
