@@ -62,12 +62,15 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
 def fingerprints(args: dict[str, Any]) -> dict[str, dict[str, str]]:
     """name -> {file, sha256} for each local dataset of a step; a missing file is one UsageError line."""
     out = {}
+    user = _entries(args)[1] or {}
     for name, path in dataset_files(args).items():
         if not path.exists():
-            raise UsageError(
-                f"dataset {name!r}: its file {path} is gone; put it back, or `lfkit data remove {name}` "
-                "and register it again"
-            )
+            if name in user:  # the user's own dataset_info.json names it, not lfkit's registry
+                where = Path(args.get("dataset_dir") or ".") / "dataset_info.json"
+                fix = f"mend its entry in {where}"
+            else:
+                fix = f"`lfkit data remove {name}` and register it again"
+            raise UsageError(f"dataset {name!r}: its file {path} is gone; put it back, or {fix}")
         stat = path.stat()
         out[name] = {"file": str(path), "sha256": _sha256(str(path), stat.st_size, stat.st_mtime_ns)}
     return out

@@ -148,6 +148,32 @@ def test_a_registered_dataset_whose_file_is_gone(tmp_path, tiny_llama):
         f"lfkit: error: dataset 'mine': its file {data} is gone; put it back, or `lfkit data remove mine` "
         "and register it again"
     )
+    # one the user's own dataset_info.json names: `lfkit data remove` knows nothing of it
+    folder = tmp_path / "own"
+    folder.mkdir()
+    (folder / "dataset_info.json").write_text(json.dumps({"own": {"file_name": str(data)}}))
+    line = one_line(lfkit("run", "sft-lora-single", f"model={tiny_llama}", "dataset=own", f"dataset_dir={folder}",
+                          f"output_dir={tmp_path / 'out'}", "--dry-run", home=home))  # fmt: skip
+    assert line == (
+        f"lfkit: error: dataset 'own': its file {data} is gone; put it back, or mend its entry in "
+        f"{folder / 'dataset_info.json'}"
+    )
+
+
+def test_a_registry_entry_that_clashes_with_a_bundled_name_can_be_removed(tmp_path):
+    """doctor names `lfkit data remove NAME` as the fix; that command refused ("comes from lfkit.dataset_registry")."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "datasets.json").write_text(json.dumps({"telecom_demo": {"file": "/x.json", "formatting": "alpaca"},
+                                                    "mine": {"file": "/y.json", "formatting": "alpaca"}}))  # fmt: skip
+    removed = lfkit("data", "remove", "telecom_demo", home=home)
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads((home / "datasets.json").read_text()) == {"mine": {"file": "/y.json", "formatting": "alpaca"}}
+    listed = {d["name"]: d for d in json.loads(lfkit("datasets", "--json", home=home).stdout)}
+    assert listed["telecom_demo"]["origin"] == "bundled"  # the bundled dataset is untouched
+    assert one_line(lfkit("data", "remove", "telecom_demo", home=home)).startswith(
+        "lfkit: error: dataset 'telecom_demo' comes from"
+    )
 
 
 def test_a_sharegpt_row_without_an_assistant_turn(tmp_path):

@@ -150,7 +150,8 @@ def remove_dataset(name: str = typer.Argument(..., help="A name registered with 
     from ..dataset_registry import state
 
     entry = manager().datasets.get(name)
-    if entry is not None and entry.value.origin not in ("added", "prepared"):
+    # a registry entry that clashes with a bundled or plugin name (doctor says so) can still be removed
+    if entry is not None and entry.value.origin not in ("added", "prepared") and name not in state.load():
         fail(f"dataset {name!r} comes from {entry.plugin}, not from `lfkit data`; it cannot be removed here")
     try:
         file = state.remove(name)
