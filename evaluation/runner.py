@@ -70,13 +70,26 @@ def examples(name: str, dataset_dir: str | Path | None, max_samples: int | None 
         rows = rows[:max_samples]
     columns, tags = entry.get("columns", {}), entry.get("tags", {})
     out = []
-    for row in rows:
-        if entry.get("formatting", "alpaca") == "sharegpt":
-            messages, system, reference = _sharegpt(row, columns, tags)
-        else:
-            messages, system, reference = _alpaca(row, columns)
+    for number, row in enumerate(rows, 1):
+        try:
+            if entry.get("formatting", "alpaca") == "sharegpt":
+                messages, system, reference = _sharegpt(row, columns, tags)
+            else:
+                messages, system, reference = _alpaca(row, columns)
+        except UsageError as exc:
+            raise UsageError(f"dataset {name!r}, row {number}: {exc}") from None
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:  # a row not shaped as its entry says
+            raise UsageError(f"dataset {name!r}, row {number}: {_misshapen(row, exc)}") from None
         out.append({"messages": messages, "system": system, "reference": reference, "category": row.get("category")})
     return out
+
+
+def _misshapen(row: Any, exc: Exception) -> str:
+    if not isinstance(row, dict):
+        return f"not a JSON object but {type(row).__name__}"
+    if isinstance(exc, KeyError):
+        return f"no field {exc.args[0]!r} (its fields: {', '.join(map(str, row)) or 'none'})"
+    return f"not shaped as its formatting says ({type(exc).__name__}: {exc})"
 
 
 def evaluate(infer_args: dict[str, Any], dataset: str, out_dir: Path, batch_size: int = 8) -> dict:

@@ -360,6 +360,11 @@ def _check(steps: list[ResolvedStep], output_dir: Path | None) -> None:
             raise UsageError(f"step {step.name}: needs output_dir=...")
         if step.command == "train":
             _check_training(step, made_by_run)
+        if step.command == "eval" and args.get("eval_dataset"):
+            from lfkit.evaluation.runner import examples
+
+            # every row read as the eval step reads it: a missing field failed the step with a KeyError
+            examples(str(args["eval_dataset"]), dataset_dir, args.get("max_samples"))
     check_apart(output_dir, steps, made_by_run)
 
 

@@ -270,3 +270,22 @@ def test_data_llamafactory_cannot_load_stops_the_dry_run_the_plan_and_the_run(da
     assert not (tmp_path / "out").exists()
     fine = lfkit("run", *args[:2], "dataset=good", f"dataset_dir={data_beside}", out, "--dry-run")
     assert fine.returncode == 0, fine.stderr[-2000:]
+
+
+def test_an_eval_dataset_the_eval_step_cannot_read_stops_the_dry_run(data_beside, tmp_path, tiny_llama):
+    """The eval step reads its rows itself: a row without the field its formatting names was a KeyError
+    traceback after the model loaded (in a sweep, after every variant had trained), a hub dataset the same."""
+    (data_beside / "asked.json").write_text(json.dumps([{"question": "5G?", "output": "yes"}]), encoding="utf-8")
+    info = json.loads((data_beside / "dataset_info.json").read_text())
+    info.update({"asked": {"file_name": "asked.json"}, "hub": {"hf_hub_url": "someone/telecom"}})
+    (data_beside / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    for dataset, said in [("asked", "dataset 'asked', row 1: no field 'instruction' (its fields: question, output)"),
+                          ("hub", "dataset 'hub' is not a local file; lfkit eval reads local files only")]:  # fmt: skip
+        line = one_line(lfkit("run", "eval-telecom", f"model={tiny_llama}", f"dataset={dataset}",
+                              f"dataset_dir={data_beside}", f"output_dir={tmp_path / 'out'}", "--dry-run"))  # fmt: skip
+        assert line == f"lfkit: error: {said}"
+    sweep = one_line(lfkit("sweep", "sft-lora-single", f"model={tiny_llama}", "dataset=good",
+                           f"dataset_dir={data_beside}", "--grid", "learning_rate=1e-4,2e-4", "--eval", "asked",
+                           "-o", tmp_path / "sweep"))  # fmt: skip
+    assert sweep.endswith("no field 'instruction' (its fields: question, output)")
+    assert not (tmp_path / "sweep").exists()
