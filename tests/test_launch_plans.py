@@ -182,4 +182,5 @@ def test_a_slurm_dry_run_shows_the_job_and_submits_nothing(tiny_llama, tmp_path)
     assert "#SBATCH --gres=dcu:2" in plan["job_script"] and "#SBATCH --nodes=2" in plan["job_script"]
     assert plan["steps"][0]["lfkit_args"]["nproc_per_node"] == 2
     assert plan["steps"][0]["args"]["fp16"] is True
+    assert plan["slurm_says"] == "not asked: no sbatch on PATH here"
     assert not out.exists()

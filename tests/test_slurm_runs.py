@@ -61,6 +61,20 @@ def submit(env, out, *extra, recipe="sft-lora-single"):
     return record["slurm"]["job_id"]
 
 
+def test_a_slurm_dry_run_asks_slurm_what_the_submission_would(env, tmp_path):
+    """sbatch --test-only submits nothing: a partition the cluster lacks passed the dry-run, then the submission
+    was refused."""
+    out = tmp_path / "asked"
+    fine = lfkit(env, "run", "sft-lora-single", *QUICK, f"output_dir={out}", "--slurm", "--dry-run")
+    assert fine.returncode == 0, fine.stderr
+    assert json.loads(fine.stdout)["slurm_says"] == "sbatch --test-only accepts the job"
+    refused = lfkit(env, "run", "sft-lora-single", *QUICK, f"output_dir={out}", "partition=nope", "--slurm",
+                    "--dry-run")  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].startswith("lfkit: error: Slurm refused the job: ")
+    assert not out.exists()
+
+
 @pytest.mark.both_stacks
 def test_lora_train_followed_to_the_end(env, tmp_path):
     # a folder with what a job script must quote: spaces, Chinese, quotes, $ and Slurm's own %

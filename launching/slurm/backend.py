@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,9 +42,16 @@ class SlurmBackend:
         return self.options.devices_per_node
 
     def check(self, plan) -> dict[str, Any]:
-        """The job script the plan would run as (checked for what cannot run in a batch job)."""
+        """The job script the plan would run as (checked for what cannot run in a batch job), and Slurm's
+        own verdict on it (``sbatch --test-only``, which submits nothing) where sbatch is at hand; off a
+        Slurm node the script is shown unchecked, and said so."""
         submit.refuse_unrunnable(plan)
-        return {"job_script": render(plan.output_dir, plan.recipe.name, self.options, sys.executable)}
+        script = render(plan.output_dir, plan.recipe.name, self.options, sys.executable)
+        sbatch = shutil.which("sbatch")
+        if sbatch is None:
+            return {"job_script": script, "slurm_says": "not asked: no sbatch on PATH here"}
+        submit.test_only(sbatch, script)
+        return {"job_script": script, "slurm_says": "sbatch --test-only accepts the job"}
 
     def run(self, plan, overwrite: bool, echo: Callable[[str], None], **runner_options: Any) -> str:
         return submit.submit(plan, self.options, overwrite)
