@@ -19,6 +19,7 @@ from typing import Any
 from lfkit.atomic import write_json
 from lfkit.lf_versions import RANGE
 from lfkit.patching import Patch, PatchContext
+from lfkit.state_files import read_json_bounded
 
 logger = logging.getLogger("lfkit.datasets")
 DATA_CONFIG = "dataset_info.json"
@@ -43,8 +44,12 @@ def user_entries(dataset_dir: str | Path) -> dict[str, Any] | None:
     path = Path(dataset_dir) / DATA_CONFIG
     if not path.is_file():
         return None
-    with open(path, encoding="utf-8") as fh:
-        entries = json.load(fh)
+    try:
+        entries = read_json_bounded(path)
+    except OSError as exc:  # too big to be an index of datasets
+        raise ValueError(exc.strerror or str(exc)) from None
+    if not isinstance(entries, dict):
+        raise ValueError("not a JSON object of dataset names")
     # Make the user's relative file names absolute, so the merged info works from any folder.
     for entry in entries.values():
         if isinstance(entry, dict) and "file_name" in entry and not os.path.isabs(entry["file_name"]):

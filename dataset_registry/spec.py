@@ -80,6 +80,8 @@ def load_rows(path: Path) -> list[dict]:
             "(alpaca or sharegpt): convert it, or turn a question / answer table into splits with "
             "`lfkit data prepare telecom`"
         )
+    if path.exists() and not path.is_file():  # a FIFO would block the read for ever
+        raise UsageError(f"{path}: not a regular file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -94,11 +96,15 @@ def load_rows(path: Path) -> list[dict]:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
                     raise UsageError(f"{path}: line {number}: malformed JSON: {exc.msg}") from None
+                except RecursionError:
+                    raise UsageError(f"{path}: line {number}: nested too deeply") from None
     else:
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:
             raise UsageError(f"{path}: line {exc.lineno} column {exc.colno}: malformed JSON: {exc.msg}") from None
+        except RecursionError:
+            raise UsageError(f"{path}: nested too deeply") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise UsageError(f"{path}: expected a list of JSON objects")
     if not rows:

@@ -77,7 +77,7 @@ def load() -> dict[str, DatasetSpec]:
         raw = json.loads(data.decode("utf-8"))  # not UTF-8 (a UTF-16 file from an editor) is corrupt too
         if not isinstance(raw, dict):
             raise ValueError("not a JSON object")
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deeply for the parser: as corrupt as any
         aside = _set_aside(path)
         where = f"renamed to {aside}" if aside else "left in place (it could not be renamed)"
         problems.report(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 from rich.console import Console
 
 from lfkit.atomic import write_text
+from lfkit.state_files import number, read_json_bounded
 from lfkit.tables import print_table
 
 from .report import HEADLINE, loss_points, mean_loss_point, new_figure, save_figure
@@ -31,6 +31,7 @@ def collect(out: Path, names, items, trained_step: str, eval_step: str, metric: 
     for name, values in zip(names, items, strict=True):
         folder = out / name
         status = (_read(folder / "run.json") or {}).get("status", "not started")
+        status = status if isinstance(status, str) else "unreadable run.json"
         metrics = _read(folder / eval_step / "metrics.json") if status == "finished" else None
         run = _read(folder / trained_step / "run.json") or {}
         rows.append(
@@ -38,10 +39,10 @@ def collect(out: Path, names, items, trained_step: str, eval_step: str, metric: 
                 "variant": name,
                 **values,
                 "status": status if metrics is not None else ("failed" if status == "finished" else status),
-                **{k: (metrics or {}).get(k) for k in HEADLINE},
-                "samples": (metrics or {}).get("samples"),
+                **{k: number((metrics or {}).get(k)) for k in HEADLINE},
+                "samples": _count((metrics or {}).get("samples")),
                 "final_loss": _final_loss(folder / trained_step),
-                "train_seconds": run.get("seconds"),
+                "train_seconds": number(run.get("seconds")),
                 "folder": str(folder),
             }
         )
@@ -59,11 +60,18 @@ def collect(out: Path, names, items, trained_step: str, eval_step: str, metric: 
     return done + rest
 
 
+def _count(value) -> int | None:
+    found = number(value)
+    return None if found is None else int(found)
+
+
 def _read(path: Path) -> dict | None:
+    """A variant's record, or None for what is none (absent, a FIFO, cut short, not a JSON object)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_bounded(path)
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def _columns(keys: list[str]) -> list[str]:

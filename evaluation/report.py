@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lfkit.atomic import write_json
+from lfkit.state_files import number, read_bounded, read_json_bounded
 
 HEADLINE = ("exact_match", "precision", "recall", "f1")
 console = Console(emoji=False)  # a ":name:" in a path or value stays as written
@@ -29,16 +30,30 @@ def _read(folder: Path) -> dict:
     return json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
 
 
+# A trainer log of a long run (a line per logging step) is read whole for its curve, up to this size.
+LOG_LIMIT = 256 * 2**20
+
+
 def loss_points(train_dir: Path | None) -> list[tuple[int, float]]:
     """(step, loss) pairs from LLaMA-Factory's trainer_log.jsonl in a training folder."""
     log = Path(train_dir) / "trainer_log.jsonl" if train_dir else None
-    if log is None or not log.is_file():
+    if log is None:
+        return []
+    try:
+        text = read_bounded(log, LOG_LIMIT).decode("utf-8", errors="replace")
+    except OSError:  # absent, a FIFO, a log of more than LOG_LIMIT: no curve rather than a hang
         return []
     points = []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        entry = json.loads(line)
-        if "loss" in entry and "current_steps" in entry:
-            points.append((entry["current_steps"], float(entry["loss"])))
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):
+            continue  # the last line of a killed run is cut short
+        if not isinstance(entry, dict):
+            continue
+        step, loss = number(entry.get("current_steps")), number(entry.get("loss"))
+        if step is not None and loss is not None:
+            points.append((int(step), loss))
     return points
 
 
@@ -48,13 +63,14 @@ def mean_loss_point(train_dir: Path | None) -> tuple[int, float] | None:
     if not train_dir:
         return None
     try:
-        results = json.loads((Path(train_dir) / "train_results.json").read_text(encoding="utf-8"))
-        state = json.loads((Path(train_dir) / "trainer_state.json").read_text(encoding="utf-8"))
+        results = read_json_bounded(Path(train_dir) / "train_results.json")
+        state = read_json_bounded(Path(train_dir) / "trainer_state.json", LOG_LIMIT)
     except (OSError, ValueError):
         return None
-    if results.get("train_loss") is None:
+    if not isinstance(results, dict) or not isinstance(state, dict):
         return None
-    return int(state.get("global_step", 0)), float(results["train_loss"])
+    loss, step = number(results.get("train_loss")), number(state.get("global_step", 0))
+    return None if loss is None else (int(step or 0), loss)
 
 
 def new_figure(*args, **kwargs):

@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from lfkit.paths import lfkit_home, may_write_home
-from lfkit.state_files import read_text_bounded
+from lfkit.state_files import read_json_bounded
 
 FORMAT = 1
 _METADATA_FILES = ("METADATA", "PKG-INFO", "entry_points.txt")
@@ -82,6 +82,19 @@ def _read_version(dist: str) -> str | None:
         return None
 
 
+def _sound(value: Any) -> bool:
+    """The shape _Index writes: entry points as [group, name, value] strings, versions as strings or None."""
+    if not isinstance(value, dict):
+        return False
+    points, versions = value.get("entry_points"), value.get("versions")
+    return (
+        isinstance(points, list)
+        and all(isinstance(p, list) and len(p) == 3 and all(isinstance(x, str) for x in p) for p in points)
+        and isinstance(versions, dict)
+        and all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in versions.items())
+    )
+
+
 class _Index:
     """The cache file of one sys.path: entry points read at once, versions as they are asked."""
 
@@ -91,11 +104,11 @@ class _Index:
         self.path = lfkit_home() / "cache" / f"installed-{digest}.json"
         self.value: dict[str, Any] | None = None
         try:
-            kept = json.loads(read_text_bounded(self.path))
-            if kept.get("identity") == self.identity:
+            kept = read_json_bounded(self.path)
+            if kept.get("identity") == self.identity and _sound(kept["value"]):
                 self.value = kept["value"]
-        except (OSError, ValueError, AttributeError, KeyError):
-            pass
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            pass  # read again, and the file replaced: a damaged cache must not stay for ever
         if self.value is None:
             self.value = {"entry_points": _entry_points(), "versions": {}}
             self._keep()

@@ -22,7 +22,7 @@ from typing import Any
 from lfkit.atomic import write_json
 from lfkit.installed_dists import version
 from lfkit.paths import lfkit_home, may_write_home
-from lfkit.state_files import read_text_bounded
+from lfkit.state_files import read_json_bounded
 
 FORMAT = 1
 
@@ -45,11 +45,14 @@ def llamafactory_files(patterns: Iterable[str]) -> dict[str, Any] | None:
         return None
 
 
-def remembered(name: str, depends_on: dict[str, Any] | None, compute: Callable[[], Any]) -> Any:
+def remembered(
+    name: str, depends_on: dict[str, Any] | None, compute: Callable[[], Any], sound: Callable[[Any], bool] = bool
+) -> Any:
     """``compute()``, or what it returned before for the same ``depends_on``; a JSON value.
 
     Without ``depends_on`` (nothing to tell versions apart) it is computed every time. A home
-    that cannot be written (read-only, full) only costs the time.
+    that cannot be written (read-only, full) only costs the time. A kept value ``sound`` rejects
+    (a damaged or hand-edited file) is computed again and replaced, never used.
     """
     if depends_on is None:
         return compute()
@@ -57,10 +60,10 @@ def remembered(name: str, depends_on: dict[str, Any] | None, compute: Callable[[
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     path = lfkit_home() / "cache" / f"{name}-{digest}.json"
     try:
-        kept = json.loads(read_text_bounded(path))
-        if kept.get("identity") == identity:
+        kept = read_json_bounded(path)
+        if kept.get("identity") == identity and sound(kept["value"]):
             return kept["value"]
-    except (OSError, ValueError, AttributeError, KeyError):
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         pass
     value = compute()
     if not may_write_home():

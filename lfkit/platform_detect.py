@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .state_files import read_text_bounded
+
 _DTK_IN_TORCH = re.compile(r"dtk(\d{2})(\d{2})")
 
 
@@ -55,8 +57,11 @@ def _dtk_version(torch_version: str, root: Path | None) -> str | None:
         return f"{match.group(1)}.{match.group(2)}"
     if root is not None:
         for candidate in (root / ".info" / "version", root / "version"):
-            if candidate.is_file():
-                return candidate.read_text().strip() or None
+            try:  # read in every process that imports torch: a few bytes, or nothing
+                text = read_text_bounded(candidate, 4096)
+            except (OSError, UnicodeDecodeError):
+                continue
+            return text.strip() or None
     return None
 
 

@@ -10,12 +10,17 @@ help that.)
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 # The registry of a few thousand datasets is well under a megabyte; caches are smaller.
 STATE_LIMIT = 16 * 2**20
+# A model folder's tokenizer.json of a large vocabulary is tens of megabytes.
+MODEL_FILE_LIMIT = 64 * 2**20
 
 
 class NotAStateFile(OSError):
@@ -53,3 +58,37 @@ def read_bounded(path: Path, limit: int = STATE_LIMIT) -> bytes:
 
 def read_text_bounded(path: Path, limit: int = STATE_LIMIT) -> str:
     return read_bounded(path, limit).decode("utf-8")
+
+
+def read_json_bounded(path: Path, limit: int = STATE_LIMIT) -> Any:
+    """The JSON in a regular file of at most ``limit`` bytes. OSError where there is no such file
+    (FileNotFoundError, NotAStateFile), ValueError where it is not JSON: not UTF-8, cut short, or
+    nested too deeply for the parser."""
+    text = read_text_bounded(path, limit)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
+
+
+def read_tail_bounded(path: Path, size: int) -> bytes:
+    """The last ``size`` bytes of a regular file (a log that grows for days); the errors of read_bounded."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise NotAStateFile(0, "not a regular file", str(path))
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotAStateFile(0, "not a regular file", str(path))
+        start = max(0, info.st_size - size)
+        return os.pread(fd, size, start)
+    finally:
+        os.close(fd)
+
+
+def number(value: Any) -> float | None:
+    """A figure read from a record: an int or a finite float (not a bool, not a string), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None

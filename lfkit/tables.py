@@ -15,6 +15,14 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+# Control characters other than tab: an escape sequence in a hand-edited record would move the
+# cursor, clear the screen or set the window title where a listing prints it.
+_CONTROL = dict.fromkeys([*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F, *range(0x80, 0xA0)], "?")
+
+
+def printable(text: str) -> str:
+    return text.translate(_CONTROL)
+
 
 def print_table(
     console: Console,
@@ -23,7 +31,7 @@ def print_table(
     rows: Iterable[Sequence[Any]],
     numeric: Iterable[str] = (),
 ) -> None:
-    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    cells = [["" if cell is None else printable(str(cell)) for cell in row] for row in rows]
     right = set(numeric)
     drawn = Table(title=title, title_justify="left")
     for column in columns:

@@ -28,6 +28,7 @@ from lfkit.errors import UsageError
 from lfkit.flags import truthy
 from lfkit.locking import locked
 from lfkit.paths import lfkit_home
+from lfkit.state_files import MODEL_FILE_LIMIT, number, read_json_bounded
 
 # The keys that change what a tokenized sample looks like.
 TOKENIZE_KEYS = (
@@ -67,9 +68,21 @@ def _key(args: dict[str, Any], datasets: dict[str, dict[str, str]]) -> str:
 
 def _read_cache() -> dict[str, Any]:
     try:
-        return json.loads(_cache_file().read_text(encoding="utf-8"))
+        data = read_json_bounded(_cache_file())
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _cached(entry: Any) -> tuple[int, int, int] | None:
+    """(tokens, at_longest, samples) of a cache entry; None for a damaged one (measured again)."""
+    if not isinstance(entry, dict):
+        return None
+    tokens, samples = number(entry.get("tokens")), number(entry.get("samples"))
+    at_longest = number(entry.get("at_longest", 0))  # entries from before it was kept: taken to vary
+    if tokens is None or samples is None or at_longest is None or tokens < 1 or samples < 1:
+        return None
+    return int(tokens), int(at_longest), int(samples)
 
 
 def _measure(args: dict[str, Any]) -> tuple[int, int, int]:
@@ -135,7 +148,7 @@ def _tokenizer_is_folder_code(model: Path) -> bool:
         return True
     for name in ("tokenizer_config.json", "config.json"):
         try:
-            config = json.loads((model / name).read_text(encoding="utf-8"))
+            config = read_json_bounded(model / name, MODEL_FILE_LIMIT)
         except (OSError, ValueError):
             continue
         auto_map = config.get("auto_map") if isinstance(config, dict) else None
@@ -160,11 +173,10 @@ def longest_sample(args: dict[str, Any], datasets: dict[str, dict[str, str]]) ->
     if model.is_dir() and _tokenizer_is_folder_code(model) and not truthy(args.get("trust_remote_code")):
         return _assumed(cutoff, "the tokenizer is the model folder's code: trust_remote_code=true reads the data")
     key = _key(args, datasets)
-    cached = _read_cache().get(key)
+    cached = _cached(_read_cache().get(key))
     if cached:
-        at_longest = int(cached.get("at_longest", 0))  # entries from before it was kept: taken to vary
-        source = f"longest of {cached['samples']} samples, tokenized (cached)"
-        return Lengths(int(cached["tokens"]), source, vary=_vary(at_longest, int(cached["samples"])))
+        tokens, at_longest, samples = cached
+        return Lengths(tokens, f"longest of {samples} samples, tokenized (cached)", vary=_vary(at_longest, samples))
     try:
         # LLaMA-Factory prints a training example and progress bars while it tokenizes; a plan shows none
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lfkit.errors import UsageError
+from lfkit.state_files import read_json_bounded
 
 _LAYER = re.compile(r"\.(\d+)\.")
 
@@ -131,10 +132,10 @@ def config_problem(config: Any) -> str | None:
 def read_config(folder: Path) -> dict[str, Any]:
     path = Path(folder) / "config.json"
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = read_json_bounded(path)
     except OSError as exc:
         raise UsageError(f"model {folder}: cannot read config.json ({exc.strerror or exc})") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise UsageError(f"model {folder}: config.json is not valid JSON ({exc})") from None
     problem = config_problem(config)
     if problem:

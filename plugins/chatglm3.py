@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from lfkit.patching import Patch, PatchContext, SkipPatch
+from lfkit.state_files import read_bounded
 
 from .family import ModelFamily
 
@@ -27,7 +28,7 @@ def _defining_module(folder: Path, class_name: str) -> str | None:
     pattern = re.compile(rf"^class\s+{re.escape(class_name)}\b", re.MULTILINE)
     for source in sorted(folder.glob("*.py")):
         try:
-            if pattern.search(source.read_text(encoding="utf-8", errors="replace")):
+            if pattern.search(read_bounded(source).decode("utf-8", errors="replace")):
                 return source.stem
         except OSError:
             continue

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lfkit.state_files import MODEL_FILE_LIMIT, read_bounded, read_json_bounded
+
 from .family import ModelFamily
 
 # Files whose text names a tokenizer's special tokens (tokenizer.json is read only when these are absent).
@@ -48,8 +50,8 @@ class Detection:
 
 def read_config(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json_bounded(Path(path) / "config.json")
+    except (OSError, ValueError):  # a FIFO, a huge or damaged file: nothing read, nothing detected from it
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -66,12 +68,12 @@ class Tokenizer:
         texts, special = [], {}
         for name in TOKENIZER_FILES:
             try:
-                text = (folder / name).read_text(encoding="utf-8", errors="replace")
+                text = read_bounded(folder / name, MODEL_FILE_LIMIT).decode("utf-8", errors="replace")
             except OSError:
                 continue
             try:
                 data = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 texts.append(text)
                 continue
             texts.append(json.dumps(data, ensure_ascii=False))  # "\uff5c" escapes read as the characters
@@ -84,14 +86,14 @@ class Tokenizer:
                         special[key] = value
         if not texts:
             try:
-                data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8", errors="replace"))
+                data = read_json_bounded(folder / "tokenizer.json", MODEL_FILE_LIMIT)
                 texts.append(" ".join(str(t.get("content")) for t in data.get("added_tokens") or []))
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError, AttributeError, TypeError):
                 pass
         # Remote-code tokenizers (ChatGLM3) define their special tokens in Python.
         for source in sorted(folder.glob("tokenization_*.py")):
             try:
-                texts.append(source.read_text(encoding="utf-8", errors="replace"))
+                texts.append(read_bounded(source).decode("utf-8", errors="replace"))
             except OSError:
                 continue
         return cls(special, "\n".join(texts))

@@ -8,7 +8,6 @@ run's own, or its single step's.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from lfkit.atomic import write_json
 from lfkit.locking import locked
 from lfkit.paths import lfkit_home
+from lfkit.state_files import read_json_bounded
 
 from .run_folder import RUN_FILE, read_record, record_problem, settle
 from .summary import key_metric
@@ -29,7 +29,7 @@ def _registry() -> Path:
 
 def remembered() -> list[Path]:
     try:
-        data = json.loads(_registry().read_text(encoding="utf-8"))
+        data = read_json_bounded(_registry())  # a FIFO or /dev/zero there: no runs remembered, no hang
     except (OSError, ValueError):
         return []
     return [Path(p) for p in data if isinstance(p, str)] if isinstance(data, list) else []

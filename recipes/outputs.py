@@ -12,7 +12,6 @@ edited since (notes added to the run's README.md).
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import stat
 from collections.abc import Iterable
@@ -22,6 +21,7 @@ from typing import Any
 from lfkit.atomic import write_json
 from lfkit.digests import file_sha256
 from lfkit.errors import UsageError
+from lfkit.state_files import read_json_bounded
 
 MANIFEST = ".lfkit-outputs.json"
 LOCK_FILE = ".lfkit.lock"
@@ -46,17 +46,21 @@ def files_under(root: Path) -> set[str]:
     return found
 
 
+def _names(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
 def read_manifest(root: Path) -> dict[str, Any]:
     try:
-        data = json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
+        data = read_json_bounded(Path(root) / MANIFEST)
     except (OSError, ValueError):
         data = {}
     if not isinstance(data, dict):
         data = {}
     prints = data.get("fingerprints")
-    return {
-        "files": list(data.get("files", [])),
-        "user_files": list(data.get("user_files", [])),
+    return {  # names only: whatever else a damaged manifest lists is not taken as the run's
+        "files": _names(data.get("files")),
+        "user_files": _names(data.get("user_files")),
         # a manifest written before fingerprints were kept has none: its files are taken as recorded
         "fingerprints": prints if isinstance(prints, dict) else {},
     }

@@ -13,7 +13,6 @@ The step's whole output is in ``STEP/output.log``; ``-v`` streams it instead.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -21,24 +20,23 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lfkit.evaluation.runner import EVAL_PROGRESS
+from lfkit.state_files import read_tail_bounded
 
 TRAINER_LOG = "trainer_log.jsonl"
 
 
 def _last_json_line(path: Path) -> dict[str, Any] | None:
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 4096))
-            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+        lines = read_tail_bounded(path, 4096).decode("utf-8", errors="replace").splitlines()
     except OSError:
         return None
     for line in reversed(lines):
         try:
-            return json.loads(line)
-        except ValueError:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):
             continue
+        if isinstance(entry, dict):
+            return entry
     return None
 
 

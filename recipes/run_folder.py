@@ -91,8 +91,8 @@ def settle(folder: Path) -> dict | None:
         return record
     ended = now()
     why = "its process was gone"
-    for step in (record.get("plan") or {}).values():
-        step_dir = Path(step["dir"]) if isinstance(step, dict) and step.get("dir") else None
+    for step in planned_steps(record).values():
+        step_dir = Path(step["dir"]) if step["dir"] else None
         if step_dir is None or step_dir == Path(folder):
             continue
         step_record = read_record(step_dir)
@@ -132,6 +132,18 @@ def read_record(folder: Path | None, name: str = RUN_FILE) -> dict | None:
     if folder is None:
         return None
     return _load(Path(folder) / name)[0]
+
+
+def planned_steps(record: dict | None) -> dict[str, dict]:
+    """The steps a run.json's plan names, each a mapping with a ``dir`` that is a path or None; what a
+    hand-edited or damaged plan holds besides is left out (a listing must not end in a traceback)."""
+    plan = (record or {}).get("plan")
+    if not isinstance(plan, dict):
+        return {}
+    steps = {name: step for name, step in plan.items() if isinstance(step, dict)}
+    return {
+        name: {**step, "dir": step["dir"] if isinstance(step.get("dir"), str) else None} for name, step in steps.items()
+    }
 
 
 def record_problem(folder: Path, name: str = RUN_FILE) -> str | None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from lfkit.state_files import read_text_bounded
+
 # Entry points a step may wrap. train / export / chat are LLaMA-Factory's CLI
 # commands; eval and report are lfkit's (LLaMA-Factory 0.9.5's eval raises
 # NotImplementedError).
@@ -169,30 +171,63 @@ def _data_of(text: str) -> Any:
 
     def parse_once() -> dict[str, Any]:
         data = _parse_yaml(text)
+        _refuse_expansion(data)  # before anything walks it: json.dumps would expand every alias
         try:
             same = json.loads(json.dumps(data)) == data
         except (TypeError, ValueError):
             same = False
         return {"data": data} if same else {"parse_every_time": True}
 
-    kept = remembered("recipe-file", {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}, parse_once)
+    def sound(kept: Any) -> bool:
+        return isinstance(kept, dict) and (isinstance(kept.get("data"), dict) or kept.get("parse_every_time") is True)
+
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    kept = remembered("recipe-file", {"sha256": digest}, parse_once, sound)
     return kept["data"] if "data" in kept else _parse_yaml(text)
+
+
+# A recipe is a few dozen values; YAML aliases can make a few lines stand for billions of them.
+RECIPE_BYTES, RECIPE_VALUES = 1 << 20, 100_000
+
+
+class ExpandsTooFar(ValueError):
+    pass
+
+
+def _refuse_expansion(data: Any) -> None:
+    """Count the values as anything that walks the data would meet them, aliases repeated; stop early."""
+    seen, stack = 0, [data]
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > RECIPE_VALUES:
+            raise ExpandsTooFar(f"more than {RECIPE_VALUES:,} values once its YAML aliases are expanded")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def load(path: Path) -> Recipe:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text_bounded(Path(path), RECIPE_BYTES)  # a FIFO, /dev/zero: read at every interpreter start
     except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{path}: {_first_line(exc)}") from exc
+        raise RecipeError(f"{path}: {getattr(exc, 'strerror', None) or _first_line(exc)}") from exc
     try:
         data = _data_of(text)
+        _refuse_expansion(data)  # parsed every time (see _data_of): not checked on its way in
+        return parse(data, str(path))
+    except ExpandsTooFar as exc:
+        raise RecipeError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: nested too deeply") from None
     except Exception as exc:
         import yaml
 
         if not isinstance(exc, yaml.YAMLError):
             raise
         raise RecipeError(f"{path}: {_first_line(exc)}") from exc
-    return parse(data, str(path))
 
 
 def _first_line(exc: BaseException) -> str:

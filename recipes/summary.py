@@ -11,12 +11,19 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from lfkit.state_files import number, read_json_bounded, read_tail_bounded
+
 from .run_folder import RUN_FILE, read_record
+
+# The end of a training log holds its last loss; a long run's whole log need not be read for it.
+LOG_TAIL = 1 << 20
 
 
 def _json(path: Path) -> dict[str, Any] | None:
+    """A record beside the run (metrics, results, an answer): a JSON object, or None for anything else
+    (absent, a FIFO, too big, cut short, a list), so a listing never hangs or ends in a traceback."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_bounded(path)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -24,21 +31,19 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 def final_loss(folder: Path) -> float | None:
     """The last logged training loss, else the run's mean train_loss."""
-    last = None
     try:
-        for line in (folder / "trainer_log.jsonl").read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("loss") is not None:
-                last = float(entry["loss"])
+        lines = read_tail_bounded(folder / "trainer_log.jsonl", LOG_TAIL).decode("utf-8", errors="replace")
     except OSError:
-        pass
-    if last is not None:
-        return last
-    results = _json(folder / "all_results.json") or {}
-    return results.get("train_loss")
+        lines = ""
+    for line in reversed(lines.splitlines()):
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        loss = number(entry.get("loss")) if isinstance(entry, dict) else None
+        if loss is not None:
+            return loss
+    return number((_json(folder / "all_results.json") or {}).get("train_loss"))
 
 
 # What a finished train step leaves in its folder, by what it trains.
@@ -64,21 +69,24 @@ def key_result(command: str, folder: Path | None, record: dict[str, Any] | None)
         return f"merged model in {args.get('export_dir') or folder}"
     if command == "eval":
         metrics = _json(folder / "metrics.json") or {}
-        if "exact_match" in metrics:
-            scores = f"exact match {metrics['exact_match']:.3f}, F1 {metrics.get('f1', 0):.3f}"
+        exact, f1 = number(metrics.get("exact_match")), number(metrics.get("f1"))
+        if exact is not None:
+            scores = f"exact match {exact:.3f}, F1 {f1 or 0:.3f}"
             return f"{scores} ({metrics.get('samples')} samples)"
     if command == "chat":
         answer = (_json(folder / "answer.json") or {}).get("answer")
-        if answer:
+        if isinstance(answer, str) and answer:
             return f"answer: {answer[:60]}"
     if command == "report":
         # the before / after summary lands in the report's summary_dir (the run folder for the demo)
         where = folder if (folder / "metrics.json").is_file() else folder.parent
         summary = _json(where / "metrics.json") or {}
-        before, after = summary.get("before") or {}, summary.get("after") or {}
+        before, after = summary.get("before"), summary.get("after")
         parts = []
-        if "exact_match" in before and "exact_match" in after:
-            parts.append(f"exact match {before['exact_match']:.3f} -> {after['exact_match']:.3f}")
+        was = number(before.get("exact_match")) if isinstance(before, dict) else None
+        now = number(after.get("exact_match")) if isinstance(after, dict) else None
+        if was is not None and now is not None:
+            parts.append(f"exact match {was:.3f} -> {now:.3f}")
         if (where / "metrics.png").is_file():
             parts.append(f"plot {where / 'metrics.png'}")
         return "; ".join(parts)
@@ -88,12 +96,13 @@ def key_result(command: str, folder: Path | None, record: dict[str, Any] | None)
 def key_metric(folder: Path) -> str:
     """A run folder's headline figure for `lfkit runs`: the last eval's exact match, else the final loss."""
     record = read_record(folder) or {}
-    steps = record.get("steps") or list((record.get("plan") or {}).keys())
-    dirs = [folder / s for s in steps if (folder / s / RUN_FILE).is_file()] or [folder]
+    plan = record.get("plan") if isinstance(record.get("plan"), dict) else {}
+    steps = record.get("steps") if isinstance(record.get("steps"), list) else list(plan)
+    dirs = [folder / s for s in steps if isinstance(s, str) and (folder / s / RUN_FILE).is_file()] or [folder]
     for step_dir in reversed(dirs):
-        metrics = _json(step_dir / "metrics.json") or {}
-        if "exact_match" in metrics:
-            return f"exact match {metrics['exact_match']:.3f}"
+        exact = number((_json(step_dir / "metrics.json") or {}).get("exact_match"))
+        if exact is not None:
+            return f"exact match {exact:.3f}"
     for step_dir in reversed(dirs):
         if (step_dir / "trainer_log.jsonl").is_file() or (step_dir / "all_results.json").is_file():
             loss = final_loss(step_dir)

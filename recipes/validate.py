@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lfkit.errors import UsageError
 from lfkit.installed_facts import llamafactory_files, remembered
+from lfkit.state_files import read_json_bounded
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 TINY_PREFIX = "tiny:"
@@ -52,11 +53,11 @@ def read_config_json(folder: Path, what: str, name: str = "config.json") -> dict
     """A model's (or adapter's) JSON config; one UsageError line when it is missing or corrupt."""
     path = Path(folder) / name
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_bounded(path)
     except FileNotFoundError:
         raise UsageError(f"{what} {folder} holds no {name}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"{what} {folder}: {name} is corrupt ({exc})") from None
+    except (OSError, ValueError) as exc:  # a FIFO or a huge file too: never read, never a hang
+        raise UsageError(f"{what} {folder}: {name} is corrupt ({getattr(exc, 'strerror', None) or exc})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{what} {folder}: {name} is corrupt (not a JSON object)")
     if name == "config.json":

@@ -289,3 +289,36 @@ def test_an_eval_dataset_the_eval_step_cannot_read_stops_the_dry_run(data_beside
                            "-o", tmp_path / "sweep"))  # fmt: skip
     assert sweep.endswith("no field 'instruction' (its fields: question, output)")
     assert not (tmp_path / "sweep").exists()
+
+
+def test_what_a_plan_reads_beside_the_model_never_hangs_it(tmp_path, tiny_llama, model_copy):
+    """A FIFO config.json or tokenizer_config.json hung plan and dry-run; a damaged length cache in lfkit's
+    home, or a dataset_info.json that is a list, ended them in a traceback."""
+    home = tmp_path / "home"
+    (home / "cache").mkdir(parents=True)
+    (home / "cache" / "sequence-lengths.json").write_text(json.dumps([1]))
+    args = ["dataset=telecom_demo", f"output_dir={tmp_path / 'out'}", "--dry-run"]
+    fine = lfkit("run", "sft-lora-single", f"model={tiny_llama}", *args, home=home)
+    assert fine.returncode == 0, fine.stderr[-2000:]
+    cache = json.loads((home / "cache" / "sequence-lengths.json").read_text())
+    (key,) = cache
+    (home / "cache" / "sequence-lengths.json").write_text(json.dumps({key: {"tokens": "x", "samples": [1]}}))
+    again = lfkit("run", "sft-lora-single", f"model={tiny_llama}", *args, home=home)
+    assert again.returncode == 0 and "tokenized (cached)" not in again.stderr, again.stderr[-2000:]
+    listed = tmp_path / "data"
+    listed.mkdir()
+    (listed / "dataset_info.json").write_text("[1, 2]")
+    line = one_line(lfkit("run", "sft-lora-single", f"model={tiny_llama}", *args, f"dataset_dir={listed}", home=home))
+    assert "dataset_info.json" in line and "not a JSON object" in line, line
+    (model_copy / "tokenizer_config.json").unlink()
+    os.mkfifo(model_copy / "tokenizer_config.json")
+    fifo = run(
+        [str(LFKIT), "run", "sft-lora-single", f"model={model_copy}", *args],
+        env=clean_env(LFKIT_HOME=str(home)),
+        timeout=120,
+    )
+    assert "Traceback" not in fifo.stderr, fifo.stderr[-2000:]
+    (model_copy / "config.json").unlink()
+    os.mkfifo(model_copy / "config.json")
+    line = one_line(lfkit("run", "sft-lora-single", f"model={model_copy}", *args, home=home))
+    assert line.startswith(f"lfkit: error: model {model_copy}") and "config.json" in line, line

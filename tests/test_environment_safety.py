@@ -275,3 +275,47 @@ def test_a_plain_python_start_creates_no_home_it_was_not_given(tmp_path):
     assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
         "lfkit: error: LFKIT_HOME=relative-home is a relative path; give an absolute one (e.g. $PWD/relative-home)"
     ], refused.stderr
+
+
+def _alias_bomb(levels: int = 8) -> str:
+    """A dozen lines of YAML that stand for 9**8 (43 million) values once its aliases are expanded."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels + 1)]
+    return "\n".join([*lines, "name: bomb", f"steps: *a{levels}"]) + "\n"
+
+
+def test_no_file_lfkit_reads_at_a_python_start_hangs_it_fills_it_or_outlives_a_mend(tmp_path):
+    """Beyond the registry: a user recipe that is a FIFO hung `import torch`, one linked to /dev/zero ate the
+    memory, a YAML alias bomb hung it expanding, one nested 5000 deep dropped every later recipe; a cache of
+    the right name but the wrong shape left every process "running without lfkit" for good."""
+    home = tmp_path / "home"
+    recipes = home / "recipes"
+    recipes.mkdir(parents=True)
+    os.mkfifo(recipes / "fifo.yaml")
+    (recipes / "zero.yaml").symlink_to("/dev/zero")
+    (recipes / "bomb.yaml").write_text(_alias_bomb())
+    (recipes / "deep.yaml").write_text("name: deep\nsteps: " + "[" * 5000 + "]" * 5000 + "\n")
+    (recipes / "zz-good.yaml").write_text("name: my-chat\ncommand: chat\nargs: {model_name_or_path: x}\n")
+    (home / "datasets.json").write_text("[" * 100_000 + "]" * 100_000)  # set aside as corrupt, as any
+    first = run([sys.executable, "-c", IMPORT], env=clean_env(LFKIT_HOME=str(home)), timeout=120)
+    assert first.returncode == 0 and "IMPORTED" in first.stdout, first.stderr[-2000:]
+    listed = run([LFKIT, "recipes", "--json"], env=clean_env(LFKIT_HOME=str(home)), timeout=120)
+    assert listed.returncode == 0 and "my-chat" in {r["name"] for r in json.loads(listed.stdout)}, listed.stderr
+    fixes = {p["fix"]: p["what"] for p in doctor_problems(home)}
+    for name, why in [("fifo", "not a regular file"), ("zero", "not a regular file"), ("deep", "nested too deeply"),
+                      ("bomb", "more than 100,000 values once its YAML aliases are expanded")]:  # fmt: skip
+        (what,) = [w for fix, w in fixes.items() if f"{name}.yaml" in fix]
+        assert what.endswith(f"{name}.yaml: {why}"), what
+    assert list(home.glob("datasets.json.corrupt-*"))
+    # caches lfkit wrote, damaged in place: each is read again and replaced, not trusted for ever
+    caches = sorted((home / "cache").glob("installed-*.json")) + sorted((home / "cache").glob("recipe-file-*.json"))
+    assert caches
+    for cache in caches:
+        kept = json.loads(cache.read_text())
+        kept["value"] = {"entry_points": 5, "versions": {"torch": 5}} if "installed" in cache.name else {"data": 5}
+        cache.write_text(json.dumps(kept))
+    again = run([sys.executable, "-c", IMPORT], env=clean_env(LFKIT_HOME=str(home)), timeout=120)
+    assert again.returncode == 0 and "running without lfkit" not in again.stderr, again.stderr[-2000:]
+    assert "my-chat" in run([LFKIT, "recipes"], env=clean_env(LFKIT_HOME=str(home), COLUMNS="200")).stdout
+    assert all("value" in json.loads(c.read_text()) and json.loads(c.read_text())["value"] != {"data": 5}
+               for c in caches)  # fmt: skip

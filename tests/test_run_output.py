@@ -285,3 +285,54 @@ def test_an_unreadable_run_json_gets_the_same_words_in_every_command(tmp_path):
         assert into.returncode == 2
         assert into.stderr.strip().splitlines()[-1].startswith(f"lfkit: error: {root / name}: {said}")
     assert (root / "cut" / "run.json").read_bytes() == cases["cut"]  # left as it was
+
+
+def _finished_record(**extra) -> dict:
+    return {"recipe": "sft-lora-single", "step": "train", "command": "train", "status": "finished",
+            "started": "2026-01-02T03:04:05+00:00", "seconds": 12.0, "args": {"learning_rate": 1e-4},
+            "plan": {"train": {"command": "train", "dir": None, "args": {}}}, **extra}  # fmt: skip
+
+
+def test_damaged_records_beside_a_run_never_hang_or_break_a_listing(tmp_path):
+    """Records a listing reads besides run.json: a FIFO trainer log hung runs and show; a loss of "abc", a list
+    for a plan, a string for seconds ended show in a traceback; an escape sequence in a record reached the
+    terminal; a FIFO runs.json in lfkit's home hung every `lfkit run`; a FIFO manifest hung --overwrite."""
+    root, home = tmp_path / "runs", tmp_path / "home"
+    cases = {
+        "fifo-log": (_finished_record(), lambda f: os.mkfifo(f / "trainer_log.jsonl")),
+        "bad-log": (_finished_record(), lambda f: (f / "trainer_log.jsonl").write_text(
+            '[1, 2]\n{"loss": "abc", "current_steps": 1}\n{"loss": 2.5, "current_steps": 2}\n{"loss": 1.')),
+        "bad-results": (_finished_record(), lambda f: (f / "all_results.json").write_text('{"train_loss": "abc"}')),
+        "fifo-metrics": (_finished_record(command="eval"), lambda f: os.mkfifo(f / "metrics.json")),
+        "bad-metrics": (_finished_record(command="eval"),
+                        lambda f: (f / "metrics.json").write_text('{"exact_match": "x", "f1": null}')),
+        "bad-answer": (_finished_record(command="chat"), lambda f: (f / "answer.json").write_text('{"answer": 5}')),
+        "list-plan": (_finished_record(plan=[1], steps=[5]), None),
+        "bad-seconds": (_finished_record(seconds="x", plan={"train": {"dir": 5}}), None),
+        "escapes": (_finished_record(recipe="\x1b]0;owned\x07\x1b[2J[/bold]"), None),
+    }  # fmt: skip
+    for name, (record, damage) in cases.items():
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps(record))
+        if damage:
+            damage(folder)
+    home.mkdir()
+    os.mkfifo(home / "runs.json")
+    env = clean_env(LFKIT_HOME=str(home), COLUMNS="200")
+    listed = run([BIN / "lfkit", "runs", root], env=env, timeout=60)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr[-2000:]
+    assert "\x1b" not in listed.stdout and all(name in listed.stdout for name in cases)
+    assert "loss 2.5" in listed.stdout  # the last readable loss of the damaged log
+    for name in cases:
+        for command in (["show"], ["status"], ["logs"], ["show", "--json"]):
+            answer = run([BIN / "lfkit", *command, root / name], env=env, timeout=60)
+            assert answer.returncode == 0 and "Traceback" not in answer.stderr, (name, command, answer.stderr)
+            assert "\x1b" not in answer.stdout, (name, command)
+    dry = run([BIN / "lfkit", "run", "sft-lora-single", "model=tiny:llama", "dataset=telecom_demo",
+               f"output_dir={root / 'fifo-log'}", "--dry-run", "--overwrite"], env=env, timeout=120)  # fmt: skip
+    assert "Traceback" not in dry.stderr, dry.stderr[-2000:]
+    os.mkfifo(root / "escapes" / ".lfkit-outputs.json")
+    overwrite = run([BIN / "lfkit", "run", "sft-lora-single", "model=tiny:llama", "dataset=telecom_demo",
+                     f"output_dir={root / 'escapes'}", "--dry-run", "--overwrite"], env=env, timeout=120)  # fmt: skip
+    assert "Traceback" not in overwrite.stderr, overwrite.stderr[-2000:]

@@ -77,7 +77,9 @@ def summarize(record: dict | None, state: str | None) -> str:
 
 
 def job_id_of(record: dict | None) -> str | None:
-    return ((record or {}).get("slurm") or {}).get("job_id")
+    slurm = (record or {}).get("slurm")
+    job = slurm.get("job_id") if isinstance(slurm, dict) else None
+    return str(job) if isinstance(job, (str, int)) and not isinstance(job, bool) else None
 
 
 def status(folder: Path) -> dict:
@@ -85,7 +87,7 @@ def status(folder: Path) -> dict:
     same answer `lfkit runs` and `lfkit show` give. A run.json left saying "running" by a run that
     is gone is mended on the way: "interrupted" (killed here); a job that ended without finishing
     makes it "cancelled" or "failed", whatever its run last wrote."""
-    from lfkit.recipes.run_folder import RUN_FILE, read_record, record_problem, settle
+    from lfkit.recipes.run_folder import RUN_FILE, planned_steps, read_record, record_problem, settle
 
     problem = record_problem(Path(folder))
     if problem is not None:
@@ -106,12 +108,10 @@ def status(folder: Path) -> dict:
         if state is not None or _forgotten(job):  # known to have ended; not merely out of reach from here
             record = _mark_ended(Path(folder), record, state, summary)
     steps = []
-    for name, step in (record.get("plan") or {}).items():
-        step_dir = step.get("dir") if isinstance(step, dict) else None
+    for name, step in planned_steps(record).items():
+        step_dir = step["dir"]
         own = read_record(Path(step_dir)) if step_dir and Path(step_dir) != Path(folder) else record
-        steps.append(
-            {"name": name, "command": (step or {}).get("command"), "status": (own or {}).get("status", "waiting")}
-        )
+        steps.append({"name": name, "command": step.get("command"), "status": (own or {}).get("status", "waiting")})
     return {
         "output_dir": str(Path(folder).resolve()),
         "recipe": record.get("recipe"),
@@ -131,13 +131,13 @@ UNSETTLED = ("running", "submitted", "interrupted")
 def _mark_ended(folder: Path, record: dict, state: str | None, summary: str) -> dict:
     """run.json (and its steps') of a job that ended, or that Slurm forgot, without finishing:
     "cancelled" where it was cancelled, else "failed", as `lfkit status`, `runs` and `show` say."""
-    from lfkit.recipes.run_folder import CANCELLED, FAILED, mend_record, now, read_record
+    from lfkit.recipes.run_folder import CANCELLED, FAILED, mend_record, now, planned_steps, read_record
 
     why = f"the Slurm job ended {state}" if state else "Slurm no longer knows the job"
     status = CANCELLED if summary == "cancelled" else FAILED
     ended = now()
-    for step in (record.get("plan") or {}).values():
-        step_dir = Path(step["dir"]) if isinstance(step, dict) and step.get("dir") else None
+    for step in planned_steps(record).values():
+        step_dir = Path(step["dir"]) if step["dir"] else None
         own = read_record(step_dir) if step_dir is not None and step_dir != Path(folder) else None
         if own is not None and own.get("status") in UNSETTLED:
             mend_record(step_dir, {**own, "status": status, "ended": own.get("ended") or ended, "settled": why})

@@ -23,8 +23,13 @@ def status_command(folder: Path = FOLDER, as_json: bool = JSON_OPTION):
     if as_json:
         print_json(info)
         return
+    from rich.text import Text
+
+    from lfkit.tables import printable
+
     job = f"  job {info['job_id']} ({info['slurm_state'] or 'gone from the queue'})" if info["job_id"] else ""
-    console.print(f"{info['output_dir']}: {info['recipe']} [bold]{info['status']}[/bold]{job}", highlight=False)
+    line = Text(printable(f"{info['output_dir']}: {info['recipe']} ")) + Text(printable(info["status"]), style="bold")
+    console.print(line + Text(printable(job)), highlight=False)
     if len(info["steps"]) > 1:
         table("steps", ["step", "command", "status"], [(s["name"], s["command"], s["status"]) for s in info["steps"]])
 
@@ -32,14 +37,14 @@ def status_command(folder: Path = FOLDER, as_json: bool = JSON_OPTION):
 def _log_of(folder: Path) -> Path | None:
     from lfkit.launching.slurm.jobs import job_id_of
     from lfkit.launching.slurm.script import job_log
-    from lfkit.recipes.run_folder import read_record
+    from lfkit.recipes.run_folder import planned_steps, read_record
     from lfkit.recipes.step_process import LOG_FILE
 
     record = read_record(folder)
     job = job_id_of(record)
     if job:
         return job_log(folder, job)
-    logs = [Path(s["dir"]) / LOG_FILE for s in (record or {}).get("plan", {}).values() if s.get("dir")]
+    logs = [Path(s["dir"]) / LOG_FILE for s in planned_steps(record).values() if s["dir"]]
     present = [log for log in logs if log.is_file()]
     return max(present, key=lambda p: p.stat().st_mtime) if present else None
 
@@ -56,12 +61,12 @@ def logs_command(
     log = _log_of(folder)
     position = 0
     while True:
-        if log is not None and log.is_file():
+        if log is not None and log.is_file():  # a regular file: a FIFO named so is no log
             with open(log, "rb") as fh:
                 fh.seek(position)
-                chunk = fh.read()
-            position += len(chunk)
-            sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):  # a log of gigabytes, a piece at a time
+                    position += len(chunk)
+                    sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
         if not follow or info["status"] not in ("pending", "running"):
             break

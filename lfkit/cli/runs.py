@@ -12,7 +12,9 @@ from .output import console, print_json, table
 
 
 def _clock(seconds) -> str:
-    if seconds is None:
+    from lfkit.state_files import number
+
+    if number(seconds) is None:  # absent, or not a number in a hand-edited record
         return ""
     seconds = int(seconds)
     return (
@@ -66,17 +68,14 @@ def _listing(value) -> list:
     return value if isinstance(value, list) else []
 
 
-def _plan_of(record: dict) -> dict[str, dict]:
-    """The steps a run.json names, leaving out what is not a step (a hand-edited or damaged file)."""
-    return {name: step for name, step in _mapping(record.get("plan")).items() if isinstance(step, dict)}
-
-
 def _differences(record: dict, recipe) -> list[tuple[str, str, str]]:
     """(step, key, value) of resolved arguments a user gave or changed against the recipe's own
     (those lfkit resolved itself are notes, shown apart with their why)."""
+    from lfkit.recipes.run_folder import planned_steps
+
     out = []
     steps = {s.name: s for s in recipe.steps} if recipe else {}
-    for name, step in _plan_of(record).items():
+    for name, step in planned_steps(record).items():
         own = steps[name].args if name in steps else {}
         given = {**_mapping(step.get("args")), **_mapping(step.get("lfkit_args"))}
         resolved = {str(note).partition(":")[0] for note in _listing(step.get("notes"))}  # shown with their why
@@ -95,7 +94,7 @@ def show_command(folder: Path = typer.Argument(..., help="A run folder (output_d
     """One run: its steps and results, the arguments that differ from the recipe, metrics and plots."""
     from lfkit.launching.backends import run_status
     from lfkit.recipes.history import describe, is_run_folder
-    from lfkit.recipes.run_folder import RUN_FILE, read_record, record_problem
+    from lfkit.recipes.run_folder import RUN_FILE, planned_steps, read_record, record_problem
     from lfkit.recipes.summary import key_result
 
     folder = folder.expanduser().resolve()
@@ -106,11 +105,11 @@ def show_command(folder: Path = typer.Argument(..., help="A run folder (output_d
         raise UsageError(f"{folder} is not an lfkit run folder (no run.json of a run)")
     described = describe(folder, run_status)  # first: it mends a run.json left saying "running"
     record = read_record(folder) or {}
-    entry = manager().recipes.get(record.get("recipe"))
+    entry = manager().recipes.get(record.get("recipe")) if isinstance(record.get("recipe"), str) else None
     recipe = entry.value if entry is not None else None
     single = "step" in record
     steps = []
-    for name, step in _plan_of(record).items():
+    for name, step in planned_steps(record).items():
         step_dir = folder if single else folder / name
         step_record = read_record(step_dir) if step_dir.is_dir() else None
         # one step run in the run's own folder is the run: its status is the settled one
@@ -126,15 +125,22 @@ def show_command(folder: Path = typer.Argument(..., help="A run folder (output_d
     }
     plots = [str(p) for p in sorted(folder.rglob("*.png")) if "checkpoint" not in str(p)]
     # What lfkit resolved on its own (recipe defaults of a model family, auto precision), with the why.
-    notes = {name: _listing(step.get("notes")) for name, step in _plan_of(record).items()}
+    notes = {name: _listing(step.get("notes")) for name, step in planned_steps(record).items()}
     info = {**described, "steps": steps, "changed": _differences(record, recipe),
             "notes": {name: n for name, n in notes.items() if n}, "plots": plots,
             "metrics": {k: read_record(v.parent, v.name) for k, v in metrics.items()}}  # fmt: skip
     if as_json:
         print_json(info)
         return
+    from rich.text import Text
+
+    from lfkit.tables import printable
+
+    # what a run.json holds is printed as text: a "[/bold]" or an escape sequence in it is not acted on
     console.print(
-        f"[bold]{folder}[/bold]: {info['recipe']} {info['status']}  {_clock(info['seconds'])}", highlight=False
+        Text(str(folder), style="bold")
+        + Text(printable(f": {info['recipe']} {info['status']}  {_clock(info['seconds'])}")),
+        highlight=False,
     )
     table("steps", ["step", "status", "time", "result"],
           [(s["step"], s["status"], _clock(s["seconds"]), s["result"]) for s in steps])  # fmt: skip
@@ -142,10 +148,11 @@ def show_command(folder: Path = typer.Argument(..., help="A run folder (output_d
         table("arguments that differ from the recipe", ["step", "key", "value"], info["changed"])
     for name, step_notes in info["notes"].items():
         for note in step_notes:
-            console.print(f"resolved by lfkit, step {name}: {note}", highlight=False)
+            console.print(printable(f"resolved by lfkit, step {name}: {note}"), highlight=False, markup=False)
     for name, data in info["metrics"].items():
         figures = {k: v for k, v in (data or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if figures:
-            console.print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()), highlight=False)
+            line = f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
+            console.print(printable(line), highlight=False, markup=False)
     for plot in plots:
-        console.print(f"plot: {plot}", highlight=False)
+        console.print(printable(f"plot: {plot}"), highlight=False, markup=False)
