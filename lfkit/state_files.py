@@ -27,18 +27,25 @@ class NotAStateFile(OSError):
     """The path exists but is not something lfkit reads: not a regular file, or too large."""
 
 
-def read_bounded(path: Path, limit: int = STATE_LIMIT) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes. FileNotFoundError where there is none,
-    NotAStateFile (an OSError, with ``strerror`` in words) for anything else found there."""
+def _open_regular(path: Path) -> tuple[int, os.stat_result]:
+    """A descriptor of ``path`` and its fstat, where it is a regular file; NotAStateFile otherwise."""
     if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: opening a device can act (a tty, a tape)
         raise NotAStateFile(0, "not a regular file", str(path))
     # non-blocking and no controlling terminal, in case it was swapped for a FIFO or a tty since the stat
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NotAStateFile(0, "not a regular file", str(path))
+    return fd, info
+
+
+def read_bounded(path: Path, limit: int = STATE_LIMIT) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes. FileNotFoundError where there is none,
+    NotAStateFile (an OSError, with ``strerror`` in words) for anything else found there."""
+    fd, info = _open_regular(path)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotAStateFile(0, "not a regular file", str(path))
         if info.st_size > limit:
             raise NotAStateFile(0, f"{info.st_size:,} bytes, more than the {limit:,} bytes lfkit reads", str(path))
         chunks, left = [], limit + 1
@@ -73,16 +80,9 @@ def read_json_bounded(path: Path, limit: int = STATE_LIMIT) -> Any:
 
 def read_tail_bounded(path: Path, size: int) -> bytes:
     """The last ``size`` bytes of a regular file (a log that grows for days); the errors of read_bounded."""
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise NotAStateFile(0, "not a regular file", str(path))
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
+    fd, info = _open_regular(path)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotAStateFile(0, "not a regular file", str(path))
-        start = max(0, info.st_size - size)
-        return os.pread(fd, size, start)
+        return os.pread(fd, size, max(0, info.st_size - size))
     finally:
         os.close(fd)
 
