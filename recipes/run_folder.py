@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from lfkit.atomic import write_json, write_text
 from lfkit.errors import UsageError
 from lfkit.locking import Busy, acquire, holder_of
-from lfkit.state_files import read_text_bounded
+from lfkit.state_files import read_json_bounded
 
 from . import outputs
 from .progress import TRAINER_LOG
@@ -112,13 +112,15 @@ def mend_record(folder: Path, record: dict) -> None:
 def _load(path: Path) -> tuple[dict | None, str | None]:
     """A record and, where the file is there but is no record, why (in words)."""
     try:
-        data = json.loads(read_text_bounded(path))
+        data = read_json_bounded(path)
     except FileNotFoundError:
         return None, None
     except UnicodeDecodeError:
         return None, "not UTF-8 text"
     except json.JSONDecodeError as exc:
         return None, f"not JSON: {exc}"
+    except ValueError as exc:  # nested too deeply for the parser
+        return None, str(exc)
     except OSError as exc:  # a FIFO, a device, a huge file, no permission: never read, never a hang
         return None, exc.strerror or type(exc).__name__
     if not isinstance(data, dict):
