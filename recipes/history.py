@@ -129,7 +129,7 @@ def _described(folder: Path, status_of: StatusOf | None) -> dict[str, Any]:
         return describe(folder, status_of)
     except Exception as exc:  # noqa: BLE001 - one bad record is one line, never the end of the listing
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return unreadable(folder, f"unreadable {RUN_FILE} ({reason[:80]})")
+        return unreadable(folder, f"unreadable records ({reason[:80]})")  # run.json read; something beside it not
 
 
 def all_runs(root: Path, status_of: StatusOf | None = None) -> list[dict[str, Any]]:

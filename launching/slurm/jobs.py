@@ -71,7 +71,8 @@ def summarize(record: dict | None, state: str | None) -> str:
         return "finished"
     if state is not None:
         return "cancelled" if state in CANCELLED_STATES else "failed"
-    if ran in ("interrupted", "cancelled") or (record.get("slurm") or {}).get("cancelled"):
+    slurm = record.get("slurm") if isinstance(record.get("slurm"), dict) else {}
+    if ran in ("interrupted", "cancelled") or slurm.get("cancelled"):
         return "cancelled"
     return "failed"  # Slurm forgot a job whose run never recorded an end: it was lost
 
