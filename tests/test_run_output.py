@@ -118,7 +118,7 @@ def test_a_damaged_run_json_is_one_line_or_an_honest_word(tmp_path):
     (folder / "run.json").write_text("[1, 2]")
     status = run([BIN / "lfkit", "status", folder], env=clean_env())
     assert (status.returncode, status.stderr.strip()) == (
-        2, f"lfkit: error: {folder / 'run.json'} is not a run record (not a JSON object)"
+        2, f"lfkit: error: {folder}: unreadable run.json (not a JSON object)"
     )  # fmt: skip
     record = {"recipe": "sft-lora-single", "step": "train", "status": 5, "args": "lr=1",
               "plan": {"train": {"command": "train", "dir": str(folder), "args": "x", "notes": "n"}}}  # fmt: skip
