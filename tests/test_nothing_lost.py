@@ -271,3 +271,19 @@ def test_a_run_on_a_full_disk_ends_in_lines_not_tracebacks(free_kib, small_disk,
     if shown.returncode == 0:  # run.json was written before the disk filled
         (step,) = json.loads(shown.stdout)["steps"]
         assert step["status"] in ("failed", "interrupted") and "no adapter saved" in step["result"], step
+
+
+def test_a_multi_step_run_killed_before_its_first_record_keeps_its_run_json_its_own(tmp_path):
+    """Killed after writing its run.json, before any step recorded its files: the run continued took that
+    run.json for the user's, and --overwrite then refused the finished run for ever (seen on a sweep's
+    variant when the kill fell there)."""
+    from lfkit.recipes import outputs
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "run.json").write_text(json.dumps({"recipe": "demo", "status": "running"}))
+    (tmp_path / "notes.txt").write_text("mine")
+    outputs.keep_user_files(tmp_path, [tmp_path / "train"])
+    assert outputs.read_manifest(tmp_path)["user_files"] == ["notes.txt"]
+    (tmp_path / "notes.txt").unlink()
+    outputs.record(tmp_path)
+    assert tmp_path / "run.json" in outputs.removal(tmp_path)  # the run's own: --overwrite may replace it
