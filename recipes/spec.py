@@ -183,7 +183,11 @@ def _data_of(text: str) -> Any:
 
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     kept = remembered("recipe-file", {"sha256": digest}, parse_once, sound)
-    return kept["data"] if "data" in kept else _parse_yaml(text)
+    if "data" in kept:
+        return kept["data"]  # checked on its way into the cache
+    data = _parse_yaml(text)
+    _refuse_expansion(data)
+    return data
 
 
 # A recipe is a few dozen values; YAML aliases can make a few lines stand for billions of them.
@@ -216,7 +220,6 @@ def load(path: Path) -> Recipe:
         raise RecipeError(f"{path}: {getattr(exc, 'strerror', None) or _first_line(exc)}") from exc
     try:
         data = _data_of(text)
-        _refuse_expansion(data)  # parsed every time (see _data_of): not checked on its way in
         return parse(data, str(path))
     except ExpandsTooFar as exc:
         raise RecipeError(f"{path}: {exc}") from None
