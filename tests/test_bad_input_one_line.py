@@ -322,3 +322,37 @@ def test_what_a_plan_reads_beside_the_model_never_hangs_it(tmp_path, tiny_llama,
     os.mkfifo(model_copy / "config.json")
     line = one_line(lfkit("run", "sft-lora-single", f"model={model_copy}", *args, home=home))
     assert line.startswith(f"lfkit: error: model {model_copy}") and "config.json" in line, line
+
+
+# Not a both-stacks test (as the ROCm fixes are): the refusal is lfkit's own, the same on every stack.
+def test_real_work_under_simulation_is_refused_and_records_no_platform_it_did_not_run_on(tiny_llama, tmp_path):
+    """A simulation decides as on the simulated card (fp16, its fixes) while the work would run here: a run
+    made under it was recorded as rocm with fp16: true while it trained on the CPU. Only checking is simulated."""
+    env = clean_env(LFKIT_SIMULATE="rocm:gfx906")
+    base = [LFKIT, "run", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo", "max_steps=1"]
+    refused = run([*base, f"output_dir={tmp_path / 'run'}"], env=env)
+    assert refused.returncode == 2, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("lfkit: error: LFKIT_SIMULATE=rocm:gfx906 only checks what would happen on rocm")
+    assert "add --dry-run to check it, or unset LFKIT_SIMULATE to run it here" in line
+    assert not (tmp_path / "run").exists()
+    checked = run([*base, f"output_dir={tmp_path / 'run'}", "--dry-run"], env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["steps"][0]["args"]["fp16"] is True  # what the card would get, only shown
+    sweep = run([LFKIT, "sweep", *base[2:],
+                 "--grid", "learning_rate=1e-4,2e-4", "--eval", "telecom_demo_test", "-o", tmp_path / "sweep"],
+                env=env)  # fmt: skip
+    assert sweep.returncode == 2 and "every variant would take place on this machine" in sweep.stderr
+    assert "--dry-run to check it" not in sweep.stderr  # a sweep has none to offer
+    assert not (tmp_path / "sweep").exists()
+    # LLaMA-Factory's own command on the same YAML: the fixes in its process were chosen for gfx906
+    yaml_file = tmp_path / "train.yaml"
+    exported = run([LFKIT, "recipes", "export", "sft-lora-single", f"model={tiny_llama}", "dataset=telecom_demo",
+                    "max_steps=1", f"output_dir={tmp_path / 'lf'}", "-o", yaml_file])  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    plain = run([BIN / "llamafactory-cli", "train", yaml_file], env=env)
+    assert plain.returncode == 2
+    assert "lfkit: error: LFKIT_SIMULATE=rocm:gfx906 only checks" in plain.stderr
+    assert "loading the model would take place on this machine, deciding and recording as rocm: unset" in plain.stderr
+    assert not (tmp_path / "lf" / "adapter_model.safetensors").exists()
+    assert run([BIN / "llamafactory-cli", "train", yaml_file]).returncode == 0  # unset: it trains here

@@ -92,7 +92,6 @@ def test_a_two_variant_sweep_resumes_without_rerunning_finished_variants(tmp_pat
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == files
 
 
-@pytest.mark.both_stacks
 def test_compare_runs_the_same_recipe_on_two_models(tmp_path, tiny_llama, tiny_gemma):
     out = tmp_path / "compare"
     result = run([LFKIT, "compare", "sft-lora-single", f"model={tiny_llama},{tiny_gemma}", "dataset=telecom_demo",
