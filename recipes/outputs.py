@@ -103,8 +103,9 @@ def keep_user_files(root: Path, unfinished: Iterable[Path]) -> None:
     open_dirs = [Path(d).resolve() for d in unfinished]
     user = set(manifest["user_files"])
     for rel in files_under(root) - set(manifest["files"]) - BOOKKEEPING:
-        # lfkit's own records and Slurm's log: a run killed before its first record left them unrecorded
-        if fnmatch.fnmatch(rel, JOB_LOGS) or Path(rel).name in REWRITTEN:
+        # the run's own record and job files (lfkit writes them only in the run folder itself) and Slurm's
+        # log: a run killed before its first record left them unrecorded
+        if fnmatch.fnmatch(rel, JOB_LOGS) or rel in REWRITTEN:
             continue
         path = (Path(root) / rel).resolve()
         if not any(path.is_relative_to(d) for d in open_dirs):
